@@ -1,0 +1,276 @@
+"""Telemetry settings, read once from the environment; a bad value fails start-up with one line.
+
+The OpenTelemetry variables keep the meaning the OpenTelemetry specification gives them. They are
+parsed here rather than left to the SDK because the SDK logs a warning and falls back on a bad
+value, and a misconfigured function should say so at its first cold start instead of running blind.
+`EnvReader` is public so that functions read their own variables with the same one-line errors.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from observability.exceptions import ConfigError
+
+TRACES_EXPORTERS = ("otlp", "console", "none")
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+PROPAGATORS = ("tracecontext", "baggage", "xray", "none")
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
+
+DEFAULT_FLUSH_TIMEOUT_MS = 300
+DEFAULT_BACKOFF_SECONDS = 30.0
+DEFAULT_LABEL_VALUE_LIMIT = 100
+
+
+class EnvReader:
+    """Typed access to environment variables; every bad value raises `ConfigError` naming it."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        """The stripped value, or None when unset or blank (blank counts as unset, as in the OTel spec)."""
+        value = self._environ.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def choice(self, name: str, allowed: Iterable[str], default: str) -> str:
+        options = tuple(allowed)
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() not in options:
+            raise ConfigError(name, value, "one of " + ", ".join(options))
+        return value.lower()
+
+    def choices(self, name: str, allowed: Iterable[str], default: tuple[str, ...]) -> tuple[str, ...]:
+        """A comma-separated list whose every item is one of `allowed` (duplicates dropped, order kept)."""
+        options = tuple(allowed)
+        value = self.raw(name)
+        if value is None:
+            return default
+        items = [item.strip().lower() for item in value.split(",") if item.strip()]
+        if not items or any(item not in options for item in items):
+            raise ConfigError(name, value, "a comma-separated list of " + ", ".join(options))
+        return tuple(dict.fromkeys(items))
+
+    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if not minimum <= number <= maximum:
+            raise ConfigError(name, value, f"an integer from {minimum} to {maximum}")
+        return number
+
+    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not minimum <= number <= maximum:  # NaN fails this too
+            raise ConfigError(name, value, f"a number from {minimum:g} to {maximum:g}")
+        return number
+
+    def url(self, name: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            valid = parts.scheme in schemes and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a bad port raises
+            valid = False
+        if not valid:
+            raise ConfigError(name, value, "an absolute URL like " + f"{schemes[0]}://host:port")
+        return value
+
+    def key_values(self, name: str, *, secret: bool = False) -> dict[str, str]:
+        """W3C-baggage-like `key=value,key2=value2` with percent-encoding (OTEL_RESOURCE_ATTRIBUTES, headers).
+
+        `secret` keeps the value out of the error message (headers often carry API keys).
+        """
+        value = self.raw(name)
+        if value is None:
+            return {}
+        pairs: dict[str, str] = {}
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(name, "<redacted>" if secret else value, "comma-separated key=value pairs")
+            pairs[unquote(key.strip())] = unquote(val.strip())
+        return pairs
+
+
+@dataclass(frozen=True)
+class LambdaEnvironment:
+    """What the Lambda runtime tells a process about itself (never validated: AWS sets these)."""
+
+    function_name: str | None = None
+    function_version: str | None = None
+    region: str | None = None
+    memory_mb: int | None = None
+    log_stream: str | None = None
+    execution_env: str | None = None
+
+    @classmethod
+    def read(cls, env: EnvReader) -> LambdaEnvironment:
+        memory = env.raw("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        return cls(
+            function_name=env.raw("AWS_LAMBDA_FUNCTION_NAME"),
+            function_version=env.raw("AWS_LAMBDA_FUNCTION_VERSION"),
+            region=env.raw("AWS_REGION") or env.raw("AWS_DEFAULT_REGION"),
+            memory_mb=int(memory) if memory and memory.isdigit() else None,
+            log_stream=env.raw("AWS_LAMBDA_LOG_STREAM_NAME"),
+            execution_env=env.raw("AWS_EXECUTION_ENV"),
+        )
+
+
+@dataclass(frozen=True)
+class SentrySettings:
+    dsn: str
+    environment: str
+    release: str
+    sample_rate: float
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Everything the layer needs, as plain values. Build with `TelemetrySettings.from_env()`."""
+
+    service_name: str
+    service_version: str
+    environment: str
+    resource_attributes: dict[str, str] = field(default_factory=dict)
+    traces_exporters: tuple[str, ...] = ("otlp",)
+    otlp_protocol: str = "http/protobuf"
+    otlp_traces_endpoint: str = "http://localhost:4318/v1/traces"
+    otlp_headers: dict[str, str] = field(default_factory=dict)
+    sampler: str = "parentbased_always_on"
+    sampler_ratio: float = 1.0
+    propagators: tuple[str, ...] = ("tracecontext", "baggage")
+    log_level: str = "info"
+    pushgateway_url: str | None = None
+    sentry: SentrySettings | None = None
+    metrics_port: int = 8000
+    metrics_path: str = "/metrics"
+    flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_MS / 1000
+    backoff_s: float = DEFAULT_BACKOFF_SECONDS
+    label_value_limit: int = DEFAULT_LABEL_VALUE_LIMIT
+    aws: LambdaEnvironment = field(default_factory=LambdaEnvironment)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TelemetrySettings:
+        env = EnvReader(environ)
+        aws = LambdaEnvironment.read(env)
+        resource_attributes = env.key_values("OTEL_RESOURCE_ATTRIBUTES")
+        service_name = (
+            env.raw("OTEL_SERVICE_NAME") or resource_attributes.get("service.name") or aws.function_name or "event-bus"
+        )
+        environment = env.text("ENVIRONMENT", "dev")
+        version = env.text("VERSION", "unknown")
+        protocol = env.choice(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            OTLP_PROTOCOLS,
+            env.choice("OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOLS, "http/protobuf"),
+        )
+        return cls(
+            service_name=service_name,
+            service_version=version,
+            environment=environment,
+            resource_attributes=resource_attributes,
+            traces_exporters=_traces_exporters(env),
+            otlp_protocol=protocol,
+            otlp_traces_endpoint=_otlp_traces_endpoint(env, protocol),
+            otlp_headers=env.key_values("OTEL_EXPORTER_OTLP_HEADERS", secret=True)
+            | env.key_values("OTEL_EXPORTER_OTLP_TRACES_HEADERS", secret=True),
+            sampler=env.choice("OTEL_TRACES_SAMPLER", SAMPLERS, "parentbased_always_on"),
+            sampler_ratio=env.number("OTEL_TRACES_SAMPLER_ARG", 1.0, 0.0, 1.0),
+            propagators=env.choices("OTEL_PROPAGATORS", PROPAGATORS, ("tracecontext", "baggage")),
+            log_level=env.choice("OTEL_LOG_LEVEL", LOG_LEVELS, "info"),
+            pushgateway_url=env.url("PUSHGATEWAY_URL"),
+            sentry=_sentry(env, environment, version),
+            metrics_port=env.integer("METRICS_PORT", 8000, 1, 65535),
+            metrics_path=_metrics_path(env),
+            flush_timeout_s=env.integer("TELEMETRY_FLUSH_TIMEOUT_MS", DEFAULT_FLUSH_TIMEOUT_MS, 1, 30_000) / 1000,
+            backoff_s=env.number("TELEMETRY_BACKOFF_SECONDS", DEFAULT_BACKOFF_SECONDS, 0.0, 3600.0),
+            label_value_limit=env.integer("METRICS_LABEL_VALUE_LIMIT", DEFAULT_LABEL_VALUE_LIMIT, 1, 100_000),
+            aws=aws,
+        )
+
+
+def _traces_exporters(env: EnvReader) -> tuple[str, ...]:
+    exporters = env.choices("OTEL_TRACES_EXPORTER", TRACES_EXPORTERS, ("otlp",))
+    if "none" in exporters and len(exporters) > 1:
+        raise ConfigError("OTEL_TRACES_EXPORTER", ",".join(exporters), "'none' alone, or otlp and/or console")
+    return () if exporters == ("none",) else exporters
+
+
+def _otlp_traces_endpoint(env: EnvReader, protocol: str) -> str:
+    """The signal endpoint as the spec says: the traces variable is used as is, the base one gets /v1/traces."""
+    traces = env.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = env.url("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if protocol == "grpc":
+        return base or "http://localhost:4317"
+    if base is None:
+        return "http://localhost:4318/v1/traces"
+    return base.rstrip("/") + "/v1/traces"
+
+
+def _sentry(env: EnvReader, environment: str, version: str) -> SentrySettings | None:
+    dsn = env.raw("SENTRY_DSN")
+    sample_rate = env.number("SENTRY_SAMPLE_RATE", 1.0, 0.0, 1.0)
+    if dsn is None:
+        return None
+    try:
+        parts = urlsplit(dsn)
+        valid = (
+            parts.scheme in ("http", "https")
+            and bool(parts.username)
+            and bool(parts.hostname)
+            and parts.path.rstrip("/").rsplit("/", 1)[-1].isdigit()
+        )
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError("SENTRY_DSN", dsn, "a Sentry DSN like https://<public key>@<host>/<project id>")
+    return SentrySettings(
+        dsn=dsn,
+        environment=env.text("SENTRY_ENVIRONMENT", environment),
+        release=env.text("SENTRY_RELEASE", version),
+        sample_rate=sample_rate,
+    )
+
+
+def _metrics_path(env: EnvReader) -> str:
+    path = env.text("METRICS_PATH", "/metrics")
+    if not path.startswith("/") or " " in path:
+        raise ConfigError("METRICS_PATH", path, "a URL path starting with /")
+    return path

@@ -1,0 +1,125 @@
+"""The end-of-invocation flush: each backend's export in order, inside one bounded time budget.
+
+Every step runs on a thread of its own and is abandoned at its deadline, so a backend that hangs
+(a blackholed collector, a DNS stall) costs the invocation at most its share of the budget, however
+its client library behaves. Steps share the budget fairly: a step may use what is left divided by the
+steps still to run, so a slow first backend cannot starve the others. A backend that failed is skipped
+for a back-off period: a down collector costs one bounded timeout, not one per invocation. Skipping
+loses nothing for metrics (each push carries the whole registry) and delays spans (they stay queued,
+within the queue's bound).
+
+This is one callable step on purpose: a Lambda extension can run it after the response is sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["ok", "error", "timeout", "busy", "skipped", "no_time"]
+FAILURES: frozenset[Outcome] = frozenset({"error", "timeout", "busy"})
+MIN_STEP_S = 0.001
+
+
+@dataclass(frozen=True)
+class StepResult:
+    backend: str
+    outcome: Outcome
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FlushReport:
+    results: tuple[StepResult, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(result.outcome not in FAILURES for result in self.results)
+
+    def outcome(self, backend: str) -> Outcome | None:
+        return next((result.outcome for result in self.results if result.backend == backend), None)
+
+
+class _BoundedRunner:
+    """Runs a call on a daemon thread and stops waiting at a deadline; one call in flight at a time."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._straggler: threading.Thread | None = None
+
+    def run(self, call: Callable[[], bool], timeout: float) -> Outcome:
+        if self._straggler is not None:
+            if self._straggler.is_alive():
+                return "busy"
+            self._straggler = None
+        result: list[bool] = []
+
+        def target() -> None:
+            try:
+                result.append(call() is True)
+            except Exception:
+                logger.debug("telemetry flush step %s raised", self._name, exc_info=True)
+                result.append(False)
+
+        thread = threading.Thread(target=target, name=f"telemetry-flush-{self._name}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            self._straggler = thread  # it finishes on its own, bounded by the client's own timeout
+            return "timeout"
+        return "ok" if result == [True] else "error"
+
+
+@dataclass
+class _Step:
+    backend: str
+    call: Callable[[float], bool]
+    runner: _BoundedRunner
+    backoff_until: float = 0.0
+
+
+@dataclass
+class Flusher:
+    budget_s: float
+    backoff_s: float
+    clock: Callable[[], float] = time.monotonic
+    _steps: list[_Step] = field(default_factory=list)
+
+    def add(self, backend: str, call: Callable[[float], bool]) -> None:
+        """Add a step; `call(timeout_s)` exports and returns True on success."""
+        self._steps.append(_Step(backend, call, _BoundedRunner(backend)))
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(step.backend for step in self._steps)
+
+    def flush(self, available_s: float | None = None) -> FlushReport:
+        """Run every step within min(budget, available_s) seconds, in the order they were added."""
+        started = self.clock()
+        budget = self.budget_s if available_s is None else max(0.0, min(self.budget_s, available_s))
+        deadline = started + budget
+        results: list[StepResult] = []
+        for index, step in enumerate(self._steps):
+            now = self.clock()
+            if step.backoff_until > now:
+                results.append(StepResult(step.backend, "skipped", 0.0))
+                continue
+            active_left = sum(1 for later in self._steps[index:] if later.backoff_until <= now)
+            share = (deadline - now) / active_left
+            if share < MIN_STEP_S:
+                results.append(StepResult(step.backend, "no_time", 0.0))
+                continue
+            outcome = step.runner.run(functools.partial(step.call, share), share)
+            elapsed = self.clock() - now
+            if outcome in FAILURES:
+                step.backoff_until = self.clock() + self.backoff_s
+            results.append(StepResult(step.backend, outcome, elapsed))
+        return FlushReport(tuple(results), self.clock() - started)

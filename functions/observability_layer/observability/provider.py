@@ -1,0 +1,405 @@
+"""The telemetry provider: one object per execution environment that composes tracing, metrics, errors
+and the flush. Functions use it through its methods and the wrappers; nothing else is global."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol, overload
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from observability.config import TelemetrySettings
+from observability.errors import ErrorRecord, new_event_id, scrub
+from observability.flush import FAILURES, Flusher, FlushReport
+from observability.invocation import current_invocation
+from observability.logs import get_logger
+from observability.metrics import Metrics, PushgatewayExporter, new_instance_id
+from observability.metrics.catalog import MetricKind
+from observability.tracing import Tracing, current_ids
+from observability.types import LambdaContext
+
+if TYPE_CHECKING:
+    from observability.errors.sentry import SentryReporter
+    from observability.wrappers.operations import CdcOperation, EventProcessing, KafkaOperation
+
+
+class HandlerDecorator(Protocol):
+    """What `@telemetry.lambda_handler(...)` returns: a decorator that keeps the handler's signature."""
+
+    def __call__[**P, R](self, handler: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+EVENT_ID_ATTRIBUTE = "__eventbus_event_id__"
+"""Set on a captured exception so that outer wrappers re-use its event id instead of capturing twice."""
+
+RESPONSE_MARGIN_S = 0.05
+"""Time kept back from the invocation's remaining time for returning the response."""
+
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+}
+
+
+class Telemetry:
+    """Tracing, metrics and error capture for one execution environment.
+
+    Build it once at init (module level in the handler file) with `Telemetry.from_environment()` or
+    share the process-wide one with `get_telemetry()`.
+    """
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        *,
+        otlp_exporter: SpanExporter | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.instance_id = instance_id or new_instance_id()
+        self.function_name = settings.aws.function_name or settings.service_name
+        self.logger = get_logger(settings.service_name)
+        logging.getLogger("opentelemetry").setLevel(_LOG_LEVELS.get(settings.log_level, logging.ERROR))
+        self.tracing = Tracing(settings, otlp_exporter=otlp_exporter)
+        self.metrics = Metrics(settings.label_value_limit)
+        self.sentry: SentryReporter | None = None
+        if settings.sentry is not None:
+            from observability.errors.sentry import SentryReporter  # sentry_sdk only with a DSN
+
+            self.sentry = SentryReporter(
+                settings.sentry, server_name=self.function_name, on_dropped=self._count_sentry_drop
+            )
+        self.pushgateway: PushgatewayExporter | None = None
+        if settings.pushgateway_url:
+            self.pushgateway = PushgatewayExporter(
+                settings.pushgateway_url,
+                job=settings.service_name,
+                function_name=self.function_name,
+                instance=self.instance_id,
+                registry=self.metrics.registry,
+            )
+        self.flusher = Flusher(settings.flush_timeout_s, settings.backoff_s)
+        if self.tracing.exports:
+            self.flusher.add("otlp", lambda _timeout: self.tracing.flush())
+        if self.pushgateway is not None:
+            self.flusher.add("pushgateway", self._push_metrics)
+        if self.sentry is not None:
+            self.flusher.add("sentry", self.sentry.flush)
+        self._cold_start = True
+        self._cold_lock = threading.Lock()
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Telemetry:
+        """Read the settings (a bad value raises ConfigError with one line naming the variable)."""
+        return cls(TelemetrySettings.from_env(environ))
+
+    # spans
+
+    def span(
+        self,
+        name: str,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        links: Sequence[trace.Link] | None = None,
+        context: Context | None = None,
+    ) -> AbstractContextManager[Span]:
+        """A custom span, current inside the `with` block; an exception is recorded on it and re-raised."""
+        return self.tracing.span(name, kind=kind, attributes=attributes, links=links, context=context)
+
+    @staticmethod
+    def set_attributes(attributes: Mapping[str, AttributeValue]) -> None:
+        """Add attributes to the current span (no-op outside a span)."""
+        trace.get_current_span().set_attributes(attributes)
+
+    @staticmethod
+    def current_ids() -> tuple[str | None, str | None]:
+        return current_ids()
+
+    def context_from_http_headers(
+        self, headers: Mapping[str, object] | None, multi_value_headers: Mapping[str, object] | None = None
+    ) -> Context:
+        return self.tracing.context_from_http_headers(headers, multi_value_headers)
+
+    def context_from_kafka_headers(self, headers: object) -> Context:
+        return self.tracing.context_from_kafka_headers(headers)
+
+    def kafka_headers(self, context: Context | None = None) -> list[tuple[str, bytes]]:
+        """`traceparent` (and baggage) of the current span as Kafka record headers."""
+        return self.tracing.kafka_headers(context)
+
+    def http_headers(self, context: Context | None = None) -> dict[str, str]:
+        return self.tracing.http_headers(context)
+
+    # metrics
+
+    def record_business_metric(
+        self,
+        name: str,
+        value: float,
+        labels: Mapping[str, str] | None = None,
+        *,
+        kind: MetricKind | None = None,
+    ) -> bool:
+        return self.metrics.record_business_metric(name, value, labels, kind=kind)
+
+    # errors
+
+    def capture_error(
+        self,
+        error: BaseException,
+        component: str,
+        operation: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        handled: bool = True,
+    ) -> str:
+        """Report an error once: a JSON log line, the exception on the current span, the error counters,
+        and Sentry when configured. Returns the event id (Sentry's when Sentry took the event).
+
+        Never raises. An exception captured before (by an inner wrapper) keeps its first event id.
+        """
+        known = getattr(error, EVENT_ID_ATTRIBUTE, None)
+        if isinstance(known, str):
+            return known
+        event_id = new_event_id()
+        try:
+            event_id = self._capture(error, component, operation, dict(context or {}), handled=handled)
+        except Exception:  # error capture must never become the error
+            self.logger.warning("capture_error failed", exc_info=True)
+        with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__
+            setattr(error, EVENT_ID_ATTRIBUTE, event_id)
+        return event_id
+
+    def _capture(
+        self,
+        error: BaseException,
+        component: str,
+        operation: str,
+        context: dict[str, Any],
+        *,
+        handled: bool,
+    ) -> str:
+        scrubbed = scrub(context)
+        trace_id, span_id = current_ids()
+        error_type, message, stack = ErrorRecord.describe(error)
+        event_id = None
+        if self.sentry is not None:
+            event_id = self.sentry.capture(
+                error,
+                tags={"component": component, "operation": operation, "service": self.settings.service_name},
+                context=scrubbed,
+                trace_id=trace_id,
+                span_id=span_id,
+                handled=handled,
+            )
+        event_id = event_id or new_event_id()
+        span = trace.get_current_span()
+        span.record_exception(error, attributes={"event_id": event_id, "component": component})
+        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"[:256]))
+        span.set_attribute("error.type", error_type)
+        invocation = current_invocation()
+        record = ErrorRecord(
+            event_id=event_id,
+            component=component,
+            operation=operation,
+            error_type=error_type,
+            error_message=message,
+            handled=handled,
+            trace_id=trace_id,
+            span_id=span_id,
+            request_id=invocation.request_id if invocation else None,
+            correlation_id=str(context.get("correlation_id") or "")
+            or (invocation.correlation_id if invocation else None),
+            context=scrubbed,
+            stacktrace=stack,
+        )
+        self.logger.error("%s: %s", error_type, message, extra={"fields": record.log_fields()})
+        self.metrics.inc("errors_captured_total", component=component, error_type=error_type)
+        if component == "event_processing" or "event_type" in context:
+            self.metrics.inc(
+                "event_processing_errors_total",
+                event_type=context.get("event_type"),
+                source=context.get("source"),
+                error_type=error_type,
+            )
+        return event_id
+
+    def _count_sentry_drop(self, reason: str) -> None:
+        self.metrics.inc("sentry_events_dropped_total", reason=reason)
+
+    # invocation lifecycle
+
+    def take_cold_start(self) -> bool:
+        """True for the first invocation of this execution environment, False afterwards."""
+        with self._cold_lock:
+            cold, self._cold_start = self._cold_start, False
+        return cold
+
+    def _push_metrics(self, timeout: float) -> bool:
+        if self.pushgateway is None:
+            return True
+        self.pushgateway.push(timeout)
+        return True
+
+    def flush(self, context: LambdaContext | None = None) -> FlushReport:
+        """End-of-invocation flush: spans, then metrics, then errors, inside the time the invocation has
+        left (minus a margin for the response) and never longer than TELEMETRY_FLUSH_TIMEOUT_MS.
+
+        Never raises; outcomes are counted in telemetry_* metrics (pushed with the next flush).
+        """
+        available = None
+        if context is not None:
+            try:
+                available = context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_S
+            except Exception:  # a foreign context object
+                available = None
+        try:
+            report = self.flusher.flush(available)
+        except Exception:
+            self.logger.warning("telemetry flush failed", exc_info=True)
+            return FlushReport()
+        for result in report.results:
+            if result.outcome in FAILURES:
+                self.metrics.inc("telemetry_export_failures_total", backend=result.backend, reason=result.outcome)
+                self.logger.warning(
+                    "telemetry backend %s: %s after %.1f ms (skipping it for %.0f s)",
+                    result.backend,
+                    result.outcome,
+                    result.seconds * 1000,
+                    self.settings.backoff_s,
+                )
+            elif result.outcome == "skipped":
+                self.metrics.inc("telemetry_export_skipped_total", backend=result.backend)
+            if result.outcome not in ("skipped", "no_time"):
+                self.metrics.observe("telemetry_flush_duration_seconds", result.seconds, backend=result.backend)
+        return report
+
+    def shutdown(self, timeout_s: float | None = None) -> None:
+        """Graceful end of the execution environment: flush, delete this environment's Pushgateway group,
+        close the exporters. Bounded like the flush; never raises."""
+        budget = self.settings.flush_timeout_s if timeout_s is None else timeout_s
+        self.flusher.budget_s = budget
+        self.flush()
+        if self.pushgateway is not None:
+            try:
+                self.pushgateway.delete(budget)
+            except Exception as error:
+                self.metrics.inc("telemetry_export_failures_total", backend="pushgateway", reason="error")
+                self.logger.warning("pushgateway group delete failed: %s", error)
+        try:
+            self.tracing.shutdown()
+            if self.sentry is not None:
+                self.sentry.close(budget)
+        except Exception:
+            self.logger.warning("telemetry shutdown failed", exc_info=True)
+
+    # wrappers (see observability.wrappers)
+
+    @overload
+    def lambda_handler[**P, R](self, handler: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def lambda_handler(
+        self,
+        handler: None = None,
+        /,
+        *,
+        name: str | None = None,
+        kind: SpanKind = SpanKind.SERVER,
+        trigger: str = "other",
+    ) -> HandlerDecorator: ...
+
+    def lambda_handler(
+        self,
+        handler: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        kind: SpanKind = SpanKind.SERVER,
+        trigger: str = "other",
+    ) -> Callable[..., Any] | HandlerDecorator:
+        """Decorate a Lambda handler: invocation span, cold start, error capture, flush at the end."""
+        from observability.wrappers.invocation import wrap_lambda_handler
+
+        def decorate[**Q, T](function: Callable[Q, T], /) -> Callable[Q, T]:
+            return wrap_lambda_handler(self, function, name=name, kind=kind, trigger=trigger)
+
+        return decorate if handler is None else decorate(handler)
+
+    @overload
+    def http_handler[**P, R](self, handler: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def http_handler(self, handler: None = None, /, *, route: str | None = None) -> HandlerDecorator: ...
+
+    def http_handler(
+        self, handler: Callable[..., Any] | None = None, /, *, route: str | None = None
+    ) -> Callable[..., Any] | HandlerDecorator:
+        """Decorate an API Gateway (REST or HTTP API) handler: server span from `traceparent`, the HTTP
+        metrics by route template, and any unhandled exception answered as a 500 problem+json."""
+        from observability.wrappers.http import wrap_http_handler
+
+        def decorate[**Q, T](function: Callable[Q, T], /) -> Callable[Q, T]:
+            return wrap_http_handler(self, function, route=route)
+
+        return decorate if handler is None else decorate(handler)
+
+    def event_processing(
+        self,
+        event_type: str,
+        source: str,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        context: Context | None = None,
+    ) -> EventProcessing:
+        """Context manager and decorator around the processing of one event."""
+        from observability.wrappers.operations import EventProcessing
+
+        return EventProcessing(self, event_type=event_type, source=source, kind=kind, parent=context)
+
+    def kafka_operation(
+        self, operation: str, topic: str, partition: int | None = None, *, context: Context | None = None
+    ) -> KafkaOperation:
+        """Context manager and decorator around one Kafka operation (produce, consume, commit, ...)."""
+        from observability.wrappers.operations import KafkaOperation
+
+        return KafkaOperation(self, operation=operation, topic=topic, partition=partition, parent=context)
+
+    def cdc_operation(
+        self, connector: str, table: str, operation: str, *, context: Context | None = None
+    ) -> CdcOperation:
+        """Context manager and decorator around handling one change event."""
+        from observability.wrappers.operations import CdcOperation
+
+        return CdcOperation(self, connector=connector, table=table, operation=operation, parent=context)
+
+
+_process_telemetry: Telemetry | None = None
+_process_lock = threading.Lock()
+
+
+def get_telemetry() -> Telemetry:
+    """The process-wide Telemetry, built from the environment on first use.
+
+    It also becomes OpenTelemetry's global tracer provider and propagator, so that third-party
+    instrumentation (botocore, requests, ...) joins the same traces.
+    """
+    global _process_telemetry  # noqa: PLW0603 - one provider per execution environment, by design
+    with _process_lock:
+        if _process_telemetry is None:
+            telemetry = Telemetry.from_environment()
+            trace.set_tracer_provider(telemetry.tracing.provider)
+            propagate.set_global_textmap(telemetry.tracing.propagator)
+            _process_telemetry = telemetry
+        return _process_telemetry

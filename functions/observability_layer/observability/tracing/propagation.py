@@ -1,0 +1,147 @@
+"""Trace context in and out of carriers: HTTP headers, Kafka record headers, and links for batches.
+
+Extraction is tolerant: a malformed or missing header yields an empty context, never an exception,
+because a client's bad `traceparent` must not cost it its event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import Getter, TextMapPropagator
+from opentelemetry.util.types import Attributes
+
+logger = logging.getLogger(__name__)
+
+HeaderValue = str | bytes | bytearray | Sequence[int] | None
+"""A Kafka header value as carriers give it: str, bytes (confluent-kafka) or a list of byte values (Lambda)."""
+
+
+def build_propagator(names: Sequence[str]) -> TextMapPropagator:
+    """The composite propagator for OTEL_PROPAGATORS (tracecontext, baggage, xray; none for none)."""
+    propagators: list[TextMapPropagator] = []
+    for name in names:
+        if name == "tracecontext":
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+            propagators.append(TraceContextTextMapPropagator())
+        elif name == "baggage":
+            from opentelemetry.baggage.propagation import W3CBaggagePropagator
+
+            propagators.append(W3CBaggagePropagator())
+        elif name == "xray":
+            # optional and imported only when asked for
+            from opentelemetry.propagators.aws import AwsXRayPropagator
+
+            propagators.append(AwsXRayPropagator())
+    return CompositePropagator(propagators)
+
+
+class _LowercaseGetter(Getter[Mapping[str, str]]):
+    """Reads a carrier whose keys were lower-cased (HTTP header names are case-insensitive)."""
+
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key.lower())
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier)
+
+
+_GETTER = _LowercaseGetter()
+
+
+def normalize_http_headers(
+    headers: Mapping[str, Any] | None, multi_value_headers: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """Lower-cased single-valued headers from API Gateway's `headers` and `multiValueHeaders`."""
+    normalized: dict[str, str] = {}
+    for source in (multi_value_headers, headers):
+        if not isinstance(source, Mapping):
+            continue
+        for name, raw in source.items():
+            value = ",".join(str(item) for item in raw if item is not None) if isinstance(raw, list) else raw
+            if isinstance(name, str) and isinstance(value, str):
+                normalized[name.lower()] = value
+    return normalized
+
+
+def decode_kafka_header_value(value: HeaderValue) -> str | None:
+    """A Kafka header value as text, or None when it is absent or not UTF-8."""
+    try:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value).decode("utf-8")
+        return bytes(value).decode("utf-8")  # Lambda's list of byte values
+    except (UnicodeDecodeError, ValueError, TypeError):
+        return None
+
+
+def kafka_headers_as_text(headers: object) -> dict[str, str]:
+    """Kafka record headers in any of the carriers' shapes as a lower-cased text mapping.
+
+    Accepts Lambda's `[{"key": [byte, ...]}, ...]`, confluent-kafka's `[("key", b"value"), ...]`,
+    and a plain mapping. Later duplicates win, as Kafka clients read the last header of a name.
+    """
+    pairs: list[tuple[object, HeaderValue]] = []
+    if isinstance(headers, Mapping):
+        pairs.extend(headers.items())
+    elif isinstance(headers, Iterable) and not isinstance(headers, (str, bytes, bytearray)):
+        for item in headers:
+            if isinstance(item, Mapping):
+                pairs.extend(item.items())
+            elif isinstance(item, tuple) and len(item) == 2:
+                pairs.append((item[0], item[1]))
+    text: dict[str, str] = {}
+    for key, value in pairs:
+        decoded = decode_kafka_header_value(value)
+        if isinstance(key, str) and decoded is not None:
+            text[key.lower()] = decoded
+    return text
+
+
+def extract(propagator: TextMapPropagator, carrier: Mapping[str, str]) -> Context:
+    """A context from a lower-cased text carrier; an empty context when nothing valid is there."""
+    try:
+        return propagator.extract(carrier, getter=_GETTER)
+    except Exception:  # a third-party propagator must not fail the caller
+        logger.debug("trace context extraction failed", exc_info=True)
+        return Context()
+
+
+def inject(propagator: TextMapPropagator, context: Context | None = None) -> dict[str, str]:
+    """The propagation headers for the given (default: current) context."""
+    carrier: dict[str, str] = {}
+    try:
+        propagator.inject(carrier, context=context)
+    except Exception:
+        logger.debug("trace context injection failed", exc_info=True)
+    return carrier
+
+
+def kafka_headers(propagator: TextMapPropagator, context: Context | None = None) -> list[tuple[str, bytes]]:
+    """Propagation headers in confluent-kafka's shape, for a record being produced."""
+    return [(key, value.encode("utf-8")) for key, value in inject(propagator, context).items()]
+
+
+def span_context_of(context: Context) -> trace.SpanContext | None:
+    span_context = trace.get_current_span(context).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def links_for(contexts: Iterable[Context], attributes: Attributes = None) -> list[trace.Link]:
+    """One span link per valid remote context: how a batch span points at each record's producer."""
+    links: list[trace.Link] = []
+    for context in contexts:
+        span_context = span_context_of(context)
+        if span_context is not None:
+            links.append(trace.Link(span_context, attributes))
+    return links

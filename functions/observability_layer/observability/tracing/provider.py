@@ -1,0 +1,129 @@
+"""Tracing for one execution environment: provider, processors, exporter, propagator and a small span API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
+
+from observability.config import TelemetrySettings
+from observability.tracing import propagation
+from observability.tracing.exporters import (
+    ObservedSpanExporter,
+    create_console_exporter,
+    create_otlp_exporter,
+)
+from observability.tracing.resource import build_resource
+from observability.tracing.sampling import build_sampler
+
+INSTRUMENTATION_NAME = "observability"
+
+# Spans wait in memory until the end-of-invocation flush exports them in one request; the background
+# thread only exports early when a batch fills up. The queue bound caps memory when the backend is down.
+MAX_QUEUED_SPANS = 2048
+MAX_EXPORT_BATCH = 512
+BACKGROUND_EXPORT_DELAY_MS = 60_000
+
+
+class Tracing:
+    """Owns the TracerProvider of this execution environment. Exports only when `flush()` is called."""
+
+    def __init__(self, settings: TelemetrySettings, *, otlp_exporter: SpanExporter | None = None) -> None:
+        self.resource = build_resource(settings)
+        self.provider = TracerProvider(
+            resource=self.resource, sampler=build_sampler(settings.sampler, settings.sampler_ratio)
+        )
+        self.propagator = propagation.build_propagator(settings.propagators)
+        self._observed: ObservedSpanExporter | None = None
+        self._batch: BatchSpanProcessor | None = None
+        if "console" in settings.traces_exporters:
+            self.provider.add_span_processor(SimpleSpanProcessor(create_console_exporter()))
+        if "otlp" in settings.traces_exporters:
+            self._observed = ObservedSpanExporter(otlp_exporter or create_otlp_exporter(settings))
+            self._batch = BatchSpanProcessor(
+                self._observed,
+                max_queue_size=MAX_QUEUED_SPANS,
+                schedule_delay_millis=BACKGROUND_EXPORT_DELAY_MS,
+                max_export_batch_size=MAX_EXPORT_BATCH,
+                export_timeout_millis=settings.flush_timeout_s * 1000,
+            )
+            self.provider.add_span_processor(self._batch)
+        self.tracer = self.provider.get_tracer(INSTRUMENTATION_NAME)
+
+    @property
+    def exports(self) -> bool:
+        """True when spans go to a backend that needs flushing (OTLP)."""
+        return self._batch is not None
+
+    def flush(self) -> bool:
+        """Export every queued span now; True when every export request succeeded.
+
+        The SDK's force_flush exports synchronously and each request is bounded by the exporter's
+        timeout; the caller bounds the whole call (see observability.flush).
+        """
+        if self._batch is None or self._observed is None:
+            return True
+        self._observed.take_failures()
+        self._batch.force_flush()
+        return self._observed.take_failures() == 0
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+    @contextmanager
+    def span(
+        self,
+        name: str,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        links: Sequence[trace.Link] | None = None,
+        context: Context | None = None,
+        record_exception: bool = True,
+    ) -> Iterator[Span]:
+        """A span that is current inside the block; exceptions are recorded on it and re-raised."""
+        with self.tracer.start_as_current_span(
+            name,
+            context=context,
+            kind=kind,
+            attributes=attributes,
+            links=links,
+            record_exception=record_exception,
+            set_status_on_exception=record_exception,
+        ) as current:
+            yield current
+
+    # carriers
+
+    def context_from_http_headers(
+        self, headers: Mapping[str, object] | None, multi_value_headers: Mapping[str, object] | None = None
+    ) -> Context:
+        carrier = propagation.normalize_http_headers(headers, multi_value_headers)
+        return propagation.extract(self.propagator, carrier)
+
+    def context_from_kafka_headers(self, headers: object) -> Context:
+        return propagation.extract(self.propagator, propagation.kafka_headers_as_text(headers))
+
+    def http_headers(self, context: Context | None = None) -> dict[str, str]:
+        return propagation.inject(self.propagator, context)
+
+    def kafka_headers(self, context: Context | None = None) -> list[tuple[str, bytes]]:
+        return propagation.kafka_headers(self.propagator, context)
+
+
+def current_ids() -> tuple[str | None, str | None]:
+    """(trace_id, span_id) of the current span as W3C hex, or (None, None) outside any valid span."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None, None
+    return trace.format_trace_id(span_context.trace_id), trace.format_span_id(span_context.span_id)

@@ -47,6 +47,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, separators=(",", ":"))
 
 
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is at the time of each record (not the one seen at creation)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self) -> Any:  # noqa: ANN401 - a text stream
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:  # noqa: ANN401
+        pass
+
+
 def get_logger(service: str, level: int = logging.INFO) -> logging.Logger:
     """The layer's logger: JSON lines on stdout (Lambda ships stdout to CloudWatch Logs).
 
@@ -55,7 +70,7 @@ def get_logger(service: str, level: int = logging.INFO) -> logging.Logger:
     """
     logger = logging.getLogger(LOGGER_NAME)
     if not any(isinstance(handler.formatter, JsonFormatter) for handler in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = StdoutHandler()
         handler.setFormatter(JsonFormatter(service))
         logger.addHandler(handler)
     logger.setLevel(level)

@@ -51,7 +51,9 @@ class Metrics:
     def __init__(self, label_value_limit: int, *, runtime_collectors: bool = True) -> None:
         # `_created` samples would double the series every push carries, for no dashboard's benefit
         disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.registry = CollectorRegistry()
+        # auto_describe: names of collect-only collectors (python_info, ...) are known, so no business
+        # metric can shadow them
+        self.registry = CollectorRegistry(auto_describe=True)
         self._specs: dict[str, MetricSpec] = {}
         self._metrics: dict[str, MetricWrapperBase] = {}
         self._business_lock = threading.Lock()

@@ -1,0 +1,103 @@
+"""Read back the spans the real OTLP receiver (rotel) got: rotel writes TracesData protobufs to a Kafka topic
+on the real broker (tansu), and this reads that topic from the beginning."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+TRACES_TOPIC = "otlp_traces"
+
+
+def _value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(item) for item in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+def _attributes(attributes: Any) -> dict[str, Any]:
+    return {item.key: _value(item.value) for item in attributes if isinstance(item, KeyValue)}
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    links: tuple[tuple[str, str], ...]
+    events: tuple[str, ...]
+    status_code: int
+
+
+@dataclass
+class TraceStore:
+    bootstrap: str
+    spans: list[ReceivedSpan] = field(default_factory=list)
+    _consumer: Consumer | None = None
+
+    def create_topic(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        futures = admin.create_topics([NewTopic(TRACES_TOPIC, num_partitions=1, replication_factor=1)])
+        for future in futures.values():
+            future.result(timeout=10)
+
+    def _poll(self, seconds: float) -> None:
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {"bootstrap.servers": self.bootstrap, "group.id": "trace-store", "enable.auto.commit": False}
+            )
+            self._consumer.assign([TopicPartition(TRACES_TOPIC, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            message = self._consumer.poll(0.1)
+            if message is None or message.error():
+                continue
+            data = TracesData()
+            data.ParseFromString(message.value())
+            for resource_spans in data.resource_spans:
+                resource = _attributes(resource_spans.resource.attributes)
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        self.spans.append(
+                            ReceivedSpan(
+                                name=span.name,
+                                trace_id=span.trace_id.hex(),
+                                span_id=span.span_id.hex(),
+                                parent_span_id=span.parent_span_id.hex(),
+                                kind=span.kind,
+                                attributes=_attributes(span.attributes),
+                                resource=resource,
+                                links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
+                                events=tuple(event.name for event in span.events),
+                                status_code=span.status.code,
+                            )
+                        )
+
+    def wait_for(
+        self, predicate: Callable[[list[ReceivedSpan]], bool], service: str, timeout: float = 15.0
+    ) -> list[ReceivedSpan]:
+        """The spans of `service` once `predicate` holds for them (fails after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            mine = [span for span in self.spans if span.resource.get("service.name") == service]
+            if predicate(mine):
+                return mine
+            if time.monotonic() > deadline:
+                raise AssertionError(f"spans of {service} never satisfied the check; got {[s.name for s in mine]}")
+            self._poll(0.3)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()

@@ -1,0 +1,95 @@
+"""Start and stop the real local servers the suite uses, each bound to 127.0.0.1 and stopped by its PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+def site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def binary(name: str, *candidates: Path) -> str:
+    """The first existing candidate, else `name` on PATH; fails the test run loudly when missing."""
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed: run `make setup` (it installs every server the suite needs)")
+    return found
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @classmethod
+    def start(
+        cls,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_dir: Path,
+        wait_ports: Sequence[int],
+        env: Mapping[str, str] | None = None,
+        drop_env: Sequence[str] = (),
+        timeout: float = 15.0,
+    ) -> ManagedProcess:
+        environment = {key: value for key, value in os.environ.items() if key not in drop_env}
+        environment.update(env or {})
+        log_path = log_dir / f"{name}.log"
+        log = log_path.open("wb")
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        managed = cls(name, process, log_path)
+        deadline = time.monotonic() + timeout
+        while not all(port_open(port) for port in wait_ports):
+            if process.poll() is not None or time.monotonic() > deadline:
+                managed.stop()
+                raise RuntimeError(f"{name} did not start: {managed.log_tail()}")
+            time.sleep(0.02)
+        # some servers (tansu) exit 0 right after a failed bind: make sure it is still ours that listens
+        time.sleep(0.05)
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited right after start: {managed.log_tail()}")
+        return managed
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)

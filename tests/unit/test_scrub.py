@@ -1,0 +1,41 @@
+"""Secret scrubbing of error context."""
+
+from __future__ import annotations
+
+from observability.errors import FILTERED, scrub
+
+
+def test_secret_keys_are_filtered_at_any_depth():
+    context = {
+        "user": "ada",
+        "password": "hunter2",
+        "headers": {"Authorization": "Bearer x", "X-Api-Key": "k", "accept": "json"},
+        "items": [{"client_secret": "s", "id": 1}],
+        "db": {"connection": {"Private-Key": "pem", "host": "db"}},
+        "refresh_token": "t",
+        "apikey": "a",
+    }
+    scrubbed = scrub(context)
+    assert scrubbed == {
+        "user": "ada",
+        "password": FILTERED,
+        "headers": {"Authorization": FILTERED, "X-Api-Key": FILTERED, "accept": "json"},
+        "items": [{"client_secret": FILTERED, "id": 1}],
+        "db": {"connection": {"Private-Key": FILTERED, "host": "db"}},
+        "refresh_token": FILTERED,
+        "apikey": FILTERED,
+    }
+    assert context["password"] == "hunter2", "the caller's mapping is not modified"
+
+
+def test_values_become_json_safe_and_depth_is_bounded():
+    nested: dict[str, object] = {}
+    cursor = nested
+    for _ in range(20):
+        cursor["next"] = {}
+        cursor = cursor["next"]  # type: ignore[assignment]
+    scrubbed = scrub({"raw": b"\x00\x01", "obj": object(), "nested": nested, "tuple": (1, 2)})
+    assert scrubbed["raw"] == "<2 bytes>"
+    assert scrubbed["obj"].startswith("<object object")
+    assert scrubbed["tuple"] == [1, 2]
+    assert "[Truncated]" in str(scrubbed["nested"])

@@ -1,6 +1,6 @@
 """Sentry reporting, built only when SENTRY_DSN is set: this module is the only one that imports sentry_sdk.
 
-The client is the layer's own (not the global one an application may have configured), sends no PII,
+The client is the layer's own (not the global one an application may have configured), sends no PII (the default),
 local variables or automatic integrations, and its transport reports what it drops so the layer can
 count it. Its failures never escape: sentry_sdk's worker thread swallows them, and `capture` guards
 the rest.
@@ -52,7 +52,6 @@ class SentryReporter:
             transport=_CountingTransport,
             default_integrations=False,
             auto_enabling_integrations=False,
-            send_default_pii=False,
             include_local_variables=False,
             max_breadcrumbs=0,
         )

@@ -1,0 +1,111 @@
+"""The SAM template: it lints, it builds offline without Docker, and the built layer works on its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+
+pytestmark = pytest.mark.sam
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation short-form tags (!Ref, !Sub, ...) as plain values."""
+
+
+def _any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    return loader.construct_mapping(node)  # type: ignore[arg-type]
+
+
+_CfnLoader.add_multi_constructor("!", _any_tag)
+
+
+def load_template() -> dict[str, Any]:
+    return dict(yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader))  # noqa: S506 - a SafeLoader subclass
+
+
+def sam_environment() -> dict[str, str]:
+    # `sam build` without a container needs the runtime's interpreter first on PATH (pyenv's shim fails its
+    # check); this interpreter is 3.13 and its folder holds `python3.13`
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "eu-west-1"}
+
+
+def sam(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    binary = os.environ.get("SAM_CLI") or str(ROOT / ".venv-sam" / "bin" / "sam")
+    return subprocess.run(
+        [binary, *args], cwd=cwd, env=sam_environment(), capture_output=True, text=True, timeout=540, check=False
+    )
+
+
+def test_contract_names_and_layer_build_method():
+    template = load_template()
+    resources = template["Resources"]
+    layer = resources["ObservabilityLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Metadata"]["BuildMethod"] == "python3.13"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    globals_ = template["Globals"]["Function"]
+    assert globals_["Runtime"] == "python3.13"
+    assert globals_["Layers"] == ["ObservabilityLayer"]
+    variables = globals_["Environment"]["Variables"]
+    assert {"ENVIRONMENT", "VERSION", "OTEL_EXPORTER_OTLP_ENDPOINT", "PUSHGATEWAY_URL", "SENTRY_DSN"} <= set(variables)
+
+
+def test_sam_validate_lint():
+    result = sam("validate", "--lint", "--template-file", str(TEMPLATE))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def built_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build_dir = tmp_path_factory.mktemp("sam-build")
+    result = sam("build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir), "--base-dir", str(ROOT))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return build_dir / "ObservabilityLayer" / "python"
+
+
+def test_sam_build_puts_the_layer_and_its_pinned_dependencies_under_python(built_layer: Path):
+    assert (built_layer / "observability" / "__init__.py").exists()
+    requirements = (ROOT / "functions" / "observability_layer" / "requirements.txt").read_text().splitlines()
+    pins = [line.split("==") for line in requirements if line and not line.startswith("#")]
+    assert pins
+    assert all(len(pin) == 2 for pin in pins), "every layer dependency is pinned"
+    installed = {path.name.lower() for path in built_layer.glob("*.dist-info")}
+    for name, version in pins:
+        assert f"{name.replace('-', '_')}-{version}.dist-info".lower() in installed, name
+
+
+def test_the_built_layer_runs_a_wrapped_handler_with_nothing_else_on_the_path(built_layer: Path):
+    """As in Lambda: the layer's python/ folder alone (no site-packages) must hold everything."""
+    probe = (
+        "import json, sys\n"
+        "from observability import get_telemetry\n"
+        "telemetry = get_telemetry()\n"
+        "handler = telemetry.http_handler(lambda event, context: {'statusCode': 204})\n"
+        "print(json.dumps(handler({'httpMethod': 'GET', 'resource': '/health', 'path': '/health'}, None)))\n"
+        "assert not any('site-packages' in path for path in sys.path), sys.path\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        env={"PYTHONPATH": str(built_layer), "OTEL_TRACES_EXPORTER": "none", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == '{"statusCode": 204}'

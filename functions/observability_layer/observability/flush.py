@@ -17,7 +17,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -101,18 +101,19 @@ class Flusher:
     def backends(self) -> tuple[str, ...]:
         return tuple(step.backend for step in self._steps)
 
-    def flush(self, available_s: float | None = None) -> FlushReport:
-        """Run every step within min(budget, available_s) seconds, in the order they were added."""
+    def flush(self, available_s: float | None = None, *, exclude: Collection[str] = ()) -> FlushReport:
+        """Run every step (but the excluded backends) within min(budget, available_s) seconds, in order."""
         started = self.clock()
         budget = self.budget_s if available_s is None else max(0.0, min(self.budget_s, available_s))
         deadline = started + budget
         results: list[StepResult] = []
-        for index, step in enumerate(self._steps):
+        steps = [step for step in self._steps if step.backend not in exclude]
+        for index, step in enumerate(steps):
             now = self.clock()
             if step.backoff_until > now:
                 results.append(StepResult(step.backend, "skipped", 0.0))
                 continue
-            active_left = sum(1 for later in self._steps[index:] if later.backoff_until <= now)
+            active_left = sum(1 for later in steps[index:] if later.backoff_until <= now)
             share = (deadline - now) / active_left
             if share < MIN_STEP_S:
                 results.append(StepResult(step.backend, "no_time", 0.0))

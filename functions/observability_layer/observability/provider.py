@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from opentelemetry import propagate, trace
@@ -42,6 +46,9 @@ EVENT_ID_ATTRIBUTE = "__eventbus_event_id__"
 
 RESPONSE_MARGIN_S = 0.05
 """Time kept back from the invocation's remaining time for returning the response."""
+
+SHUTDOWN_BUDGET_S = 0.4
+"""Lambda's shutdown phase lasts 500 ms when only internal extensions are registered."""
 
 _LOG_LEVELS = {
     "debug": logging.DEBUG,
@@ -269,6 +276,11 @@ class Telemetry:
         except Exception:
             self.logger.warning("telemetry flush failed", exc_info=True)
             return FlushReport()
+        self._record_flush(report)
+        return report
+
+    def _record_flush(self, report: FlushReport) -> None:
+        """Count the outcomes (they travel with the next push)."""
         for result in report.results:
             if result.outcome in FAILURES:
                 self.metrics.inc("telemetry_export_failures_total", backend=result.backend, reason=result.outcome)
@@ -283,26 +295,50 @@ class Telemetry:
                 self.metrics.inc("telemetry_export_skipped_total", backend=result.backend)
             if result.outcome not in ("skipped", "no_time"):
                 self.metrics.observe("telemetry_flush_duration_seconds", result.seconds, backend=result.backend)
-        return report
 
-    def shutdown(self, timeout_s: float | None = None) -> None:
-        """Graceful end of the execution environment: flush, delete this environment's Pushgateway group,
-        close the exporters. Bounded like the flush; never raises."""
-        budget = self.settings.flush_timeout_s if timeout_s is None else timeout_s
-        self.flusher.budget_s = budget
-        self.flush()
-        if self.pushgateway is not None:
-            try:
-                self.pushgateway.delete(budget)
-            except Exception as error:
-                self.metrics.inc("telemetry_export_failures_total", backend="pushgateway", reason="error")
-                self.logger.warning("pushgateway group delete failed: %s", error)
-        try:
+    def shutdown(self, timeout_s: float = SHUTDOWN_BUDGET_S) -> None:
+        """Graceful end of the execution environment, inside `timeout_s`: export the last spans and errors,
+        delete this environment's Pushgateway group (rather than push it once more), close the exporters.
+        Never raises."""
+        deadline = time.monotonic() + timeout_s
+        self._record_flush(self.flusher.flush(timeout_s / 2, exclude=("pushgateway",)))
+
+        def close() -> None:
+            left = max(0.0, deadline - time.monotonic())
+            if self.pushgateway is not None:
+                try:
+                    self.pushgateway.delete(left)
+                except Exception as error:
+                    self.logger.warning("pushgateway group delete failed: %s", error)
             self.tracing.shutdown()
             if self.sentry is not None:
-                self.sentry.close(budget)
-        except Exception:
-            self.logger.warning("telemetry shutdown failed", exc_info=True)
+                self.sentry.close(max(0.0, deadline - time.monotonic()))
+
+        closer = threading.Thread(target=close, name="telemetry-shutdown", daemon=True)
+        closer.start()
+        closer.join(max(0.0, deadline - time.monotonic()))
+
+    def install_shutdown_hook(self) -> bool:
+        """Run `shutdown()` on SIGTERM, then hand over to the previous handler (or exit).
+
+        Lambda sends SIGTERM before it reaps an execution environment when an extension is registered.
+        `os._exit` rather than `sys.exit`: the runtime's main thread is blocked waiting for the next event,
+        and `sys.exit` from the handler would wait for it. False when not called from the main thread.
+        """
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            self.shutdown()
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                os._exit(0)
+
+        try:
+            signal.signal(signal.SIGTERM, on_sigterm)
+        except ValueError:  # not the main thread
+            return False
+        return True
 
     # wrappers (see observability.wrappers)
 
@@ -401,5 +437,21 @@ def get_telemetry() -> Telemetry:
             telemetry = Telemetry.from_environment()
             trace.set_tracer_provider(telemetry.tracing.provider)
             propagate.set_global_textmap(telemetry.tracing.propagator)
+            if telemetry.settings.aws.function_name and telemetry.settings.aws.execution_env:
+                telemetry.install_shutdown_hook()
             _process_telemetry = telemetry
         return _process_telemetry
+
+
+def capture_error(
+    error: BaseException, component: str, operation: str, context: Mapping[str, Any] | None = None
+) -> str:
+    """`Telemetry.capture_error` on the process-wide Telemetry; returns the event id."""
+    return get_telemetry().capture_error(error, component, operation, context)
+
+
+def record_business_metric(
+    name: str, value: float, labels: Mapping[str, str] | None = None, *, kind: MetricKind | None = None
+) -> bool:
+    """`Telemetry.record_business_metric` on the process-wide Telemetry."""
+    return get_telemetry().record_business_metric(name, value, labels, kind=kind)

@@ -1,4 +1,4 @@
-"""Start and stop the real local servers the suite uses, each bound to 127.0.0.1 and stopped by its PID."""
+"""Processes of the local stack: start a server, wait for its ports, stop it by its PID (never by name)."""
 
 from __future__ import annotations
 

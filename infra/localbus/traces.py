@@ -1,10 +1,10 @@
-"""Read back the spans the real OTLP receiver (rotel) got: rotel writes TracesData protobufs to a Kafka topic
-on the real broker (tansu), and this reads that topic from the beginning."""
+"""Read back the spans the local OTLP receiver (rotel) got: rotel writes TracesData protobufs to a Kafka topic
+on the local broker (tansu), and this reads that topic from the beginning."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,14 +16,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 TRACES_TOPIC = "otlp_traces"
 
 
-def _value(value: AnyValue) -> Any:
+def _value(value: AnyValue) -> object:
     kind = value.WhichOneof("value")
     if kind == "array_value":
         return [_value(item) for item in value.array_value.values]
     return getattr(value, kind) if kind else None
 
 
-def _attributes(attributes: Any) -> dict[str, Any]:
+def _attributes(attributes: Iterable[KeyValue]) -> dict[str, Any]:
     return {item.key: _value(item.value) for item in attributes if isinstance(item, KeyValue)}
 
 

@@ -51,6 +51,14 @@ lint: $(VENV)/.installed  ## ruff and mypy (strict on functions/)
 test: setup lint  ## the whole suite: lint, types, unit, functional (real servers), SAM checks
 	SAM_CLI=$(abspath $(SAM_VENV))/bin/sam PYTHON313_BIN=$(dir $(PYTHON313)) $(VENV)/bin/pytest
 
+.PHONY: demo
+demo: setup  ## the main job: local servers, events through the layer, then traces and metrics (ARGS=--keep)
+	PYTHONPATH=infra:functions/observability_layer $(VENV)/bin/python -m localbus.demo $(ARGS)
+
+.PHONY: stop
+stop:  ## stop the servers a `make demo ARGS=--keep` left running
+	PYTHONPATH=infra:functions/observability_layer $(VENV)/bin/python -c 'from localbus.demo import stop_kept; stop_kept()'
+
 .PHONY: bench
 bench: $(VENV)/.installed  ## benchmarks: cold start and flush cost against the alternatives
 	$(VENV)/bin/python tests/perf/bench_layer.py

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from localbus import servers
+from localbus.context import LambdaContext
 from observability import Telemetry
-from support.lambda_context import LambdaContext
 from support.sentry_stub import SentryIngest
 
 

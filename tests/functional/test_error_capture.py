@@ -7,8 +7,8 @@ import json
 import time
 
 import pytest
+from localbus.context import LambdaContext
 from support.events import load_event
-from support.lambda_context import LambdaContext
 
 pytestmark = pytest.mark.servers
 

@@ -4,10 +4,10 @@ parent/child relations and batch links."""
 from __future__ import annotations
 
 import pytest
+from localbus.context import LambdaContext
 from observability.tracing import links_for
 from opentelemetry.trace import SpanKind
 from support.events import load_event
-from support.lambda_context import LambdaContext
 
 LAMBDA_ENV = {
     "AWS_LAMBDA_FUNCTION_NAME": "consumer",

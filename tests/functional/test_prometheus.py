@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from support.lambda_context import LambdaContext
+from localbus.context import LambdaContext
 
 pytestmark = pytest.mark.servers
 

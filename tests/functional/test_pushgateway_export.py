@@ -4,10 +4,10 @@ environment, replaced whole at each flush and deleted at shutdown."""
 from __future__ import annotations
 
 import pytest
+from localbus.context import LambdaContext
 from observability.metrics import CATALOG_BY_NAME
 from support import pushgateway as gateway
 from support.events import load_event
-from support.lambda_context import LambdaContext
 
 pytestmark = pytest.mark.servers
 

@@ -7,13 +7,13 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from localbus.context import LambdaContext
 from observability import Telemetry, TelemetrySettings
 from observability.wrappers import parse_api_gateway_event
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from support.events import load_event
-from support.lambda_context import LambdaContext
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, overload
@@ -18,7 +18,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.util.types import Attributes, AttributeValue
 
 from observability.config import TelemetrySettings
 from observability.errors import ErrorRecord, new_event_id, scrub
@@ -27,7 +27,7 @@ from observability.invocation import current_invocation
 from observability.logs import get_logger
 from observability.metrics import Metrics, PushgatewayExporter, new_instance_id
 from observability.metrics.catalog import MetricKind
-from observability.tracing import Tracing, current_ids
+from observability.tracing import Tracing, current_ids, links_for
 from observability.types import LambdaContext
 
 if TYPE_CHECKING:
@@ -140,6 +140,11 @@ class Telemetry:
 
     def context_from_kafka_headers(self, headers: object) -> Context:
         return self.tracing.context_from_kafka_headers(headers)
+
+    @staticmethod
+    def links(contexts: Iterable[Context], attributes: Attributes = None) -> list[trace.Link]:
+        """One span link per record context that carries a valid trace: for a batch span."""
+        return links_for(contexts, attributes)
 
     def kafka_headers(self, context: Context | None = None) -> list[tuple[str, bytes]]:
         """`traceparent` (and baggage) of the current span as Kafka record headers."""

@@ -1,4 +1,4 @@
-"""A Lambda context with the attributes and method awslambdaric's has, for in-process handler calls."""
+"""A Lambda context with the attributes and method awslambdaric's has, for calling handlers in-process."""
 
 from __future__ import annotations
 

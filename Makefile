@@ -42,7 +42,7 @@ $(SAM_VENV)/.installed:
 setup: system-deps $(VENV)/.installed $(SAM_VENV)/.installed  ## install everything the suite needs
 
 .PHONY: lint
-lint: $(VENV)/.installed  ## ruff and mypy (strict on functions/)
+lint: $(VENV)/.installed  ## ruff and mypy (strict on functions/ and infra/)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

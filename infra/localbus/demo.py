@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 from observability import Telemetry
 from opentelemetry.trace import SpanKind
 
@@ -139,6 +140,12 @@ def consumer_handler(telemetry: Telemetry) -> Handler:
     return handler
 
 
+def header_pairs(headers: object) -> list[tuple[str, bytes | None]]:
+    if isinstance(headers, dict):
+        return [(str(key), value) for key, value in headers.items()]
+    return list(headers) if isinstance(headers, list) else []
+
+
 def poll_as_lambda_event(bootstrap: str, count: int) -> dict[str, Any]:
     """Read `count` records and shape them the way Lambda's Kafka event source mapping delivers them."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo", "enable.auto.commit": False})
@@ -158,7 +165,7 @@ def poll_as_lambda_event(bootstrap: str, count: int) -> dict[str, Any]:
                 "timestampType": "CREATE_TIME",
                 "key": base64.b64encode(message.key() or b"").decode(),
                 "value": base64.b64encode(message.value() or b"").decode(),
-                "headers": [{key: list(value or b"")} for key, value in message.headers() or []],
+                "headers": [{key: list(value or b"")} for key, value in header_pairs(message.headers())],
             }
         )
     consumer.close()

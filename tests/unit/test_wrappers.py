@@ -172,3 +172,27 @@ def test_capture_error_never_raises_even_for_odd_exceptions(telemetry):
 
     event_id = telemetry.capture_error(SlottedError(), "test", "odd", {"weird": object()})
     assert len(event_id) == 32
+
+
+def test_custom_spans_work_as_context_managers_and_decorators(telemetry, exporter):
+    @telemetry.span("validate order", attributes={"order.items": 3})
+    def validate() -> str:
+        telemetry.set_attributes({"order.valid": True})
+        return "ok"
+
+    with telemetry.span("handle order"):
+        assert validate() == "ok"
+        assert validate() == "ok"
+    telemetry.flush()
+    spans = exporter.get_finished_spans()
+    assert [span.name for span in spans] == ["validate order", "validate order", "handle order"]
+    assert spans[0].attributes == {"order.items": 3, "order.valid": True}
+    assert spans[0].parent.span_id == spans[2].context.span_id
+
+
+def test_a_5xx_answered_by_the_handler_marks_the_span_failed(telemetry, exporter):
+    handler = telemetry.http_handler(lambda event, context: {"statusCode": 503, "body": ""})
+    handler(load_event("apigw_rest_post_events"), LambdaContext())
+    (server,) = exporter.get_finished_spans()
+    assert server.status.status_code is StatusCode.ERROR
+    assert server.status.description == "HTTP 503"

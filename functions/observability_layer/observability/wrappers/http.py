@@ -176,10 +176,12 @@ def wrap_http_handler[**P, R](telemetry: Telemetry, handler: Callable[P, R], *, 
                         instance=request.path or None,
                         event_id=event_id,
                     )
-                status = response_status(response)
+                    status = 500
+                else:
+                    status = response_status(response)
+                    if status >= 500:  # a 5xx the handler chose to answer: still a failed request
+                        span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
                 span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
                 return response  # type: ignore[no-any-return]
             finally:
                 labels = {"method": request.method, "endpoint": request.route, "status": str(status)}

@@ -101,3 +101,13 @@ def test_capture_error_scrubs_secrets_from_the_log_line_and_sentry(sentry_ingest
     body = json.dumps(envelope.event())
     assert "hunter2" not in body
     assert "Bearer abc" not in body
+
+
+def test_an_event_sentry_samples_out_still_gets_an_id_and_its_log_line(sentry_ingest, make_telemetry, capsys):
+    telemetry = make_telemetry(SENTRY_DSN=sentry_ingest.start(), SENTRY_SAMPLE_RATE="0")
+    event_id = telemetry.capture_error(KeyError("sku"), "catalog", "lookup")
+    telemetry.flush()
+    (line,) = error_lines(capsys.readouterr().out)
+    assert line["event_id"] == event_id
+    assert len(event_id) == 32
+    assert not [e for e in sentry_ingest.envelopes if e.event() is not None]

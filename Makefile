@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 VENV     := .venv
 SAM_VENV := .venv-sam
+BENCH_VENV := .venv-bench
 LAYER_REQUIREMENTS := functions/observability_layer/requirements.txt
 
 # Python 3.13 is the Lambda runtime. pyenv's shim answers `python3.13` only when 3.13 is a global version,
@@ -38,6 +39,15 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/python -m pip install -q 'aws-sam-cli==1.170.0'
 	@touch $@
 
+$(BENCH_VENV)/.installed: pyproject.toml $(LAYER_REQUIREMENTS)
+	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
+	$(PYTHON313) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade 'pip>=25.1'
+	$(BENCH_VENV)/bin/python -m pip install -q -r $(LAYER_REQUIREMENTS) --group bench
+	$(BENCH_VENV)/bin/python -m pip install -q --no-deps \
+	  opentelemetry-instrumentation-aws-lambda==0.66b1 opentelemetry-instrumentation==0.66b1
+	@touch $@
+
 .PHONY: setup
 setup: system-deps $(VENV)/.installed $(SAM_VENV)/.installed  ## install everything the suite needs
 
@@ -60,9 +70,9 @@ stop:  ## stop the servers a `make demo ARGS=--keep` left running
 	PYTHONPATH=infra:functions/observability_layer $(VENV)/bin/python -c 'from localbus.demo import stop_kept; stop_kept()'
 
 .PHONY: bench
-bench: $(VENV)/.installed  ## benchmarks: cold start and flush cost against the alternatives
-	$(VENV)/bin/python tests/perf/bench_layer.py
+bench: system-deps $(BENCH_VENV)/.installed  ## benchmarks against Powertools, OTel's Lambda layer, Sentry (ARGS=--quick)
+	$(BENCH_VENV)/bin/python tests/perf/bench_layer.py $(ARGS)
 
 .PHONY: clean
 clean:  ## remove virtual environments and build output
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SAM_VENV) $(BENCH_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -17,6 +17,11 @@ Three sections, one table each:
 The alternatives are optional: a case whose packages are missing prints "not installed".
 
     .venv/bin/pip install aws-lambda-powertools==3.37.0 opentelemetry-instrumentation-aws-lambda==0.66b1
+    .venv/bin/pip install opentelemetry-api==1.45.2 opentelemetry-semantic-conventions==0.66b2
+
+The second line puts back the versions the layer pins: the instrumentation pins semantic-conventions 0.66b1,
+so pip downgrades the API to 1.45.1 under the layer's SDK 1.45.2 (pip check then warns about the
+instrumentation instead, which works with 0.66b2).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import importlib.util
 import json
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -50,7 +56,7 @@ CLOSED_SENTRY_DSN = "http://k@127.0.0.1:9/1"
 
 FUNCTION_NAME = "bench-fn"
 OTEL_HANDLER_MODULE = "bench_otel_fn"
-SECTION_TIMEOUT_S = 120
+WORKER_TIMEOUT_S = 120
 
 Handler = Callable[[Any, Any], Any]
 Env = Mapping[str, str]
@@ -147,6 +153,24 @@ def render_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str
     return "\n".join(body)
 
 
+def status_cell(missing: Sequence[str], error: str) -> str | None:
+    """What a row shows instead of numbers when its case could not run."""
+    if missing:
+        return "not installed"
+    return "failed" if error else None
+
+
+def status_notes(labelled: Sequence[tuple[str, Sequence[str], str]]) -> list[str]:
+    """One note per case that could not run: (label, missing modules, error)."""
+    notes = []
+    for label, missing, error in labelled:
+        if missing:
+            notes.append(f"{label}: not installed (cannot import {', '.join(missing)})")
+        elif error:
+            notes.append(f"{label}: failed: {error}")
+    return notes
+
+
 # section 1: cold start
 
 COLD_HARNESS_HEAD = "import time\n_bench_t0 = time.perf_counter()\n"
@@ -177,6 +201,7 @@ class ColdResult:
     body_ms: list[float] = field(default_factory=list)
     hwm_kib: list[int] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    error: str = ""
 
     @property
     def wall(self) -> float | None:
@@ -250,6 +275,15 @@ COLD_CASES: tuple[ColdCase, ...] = (
 )
 
 
+class CaseFailedError(RuntimeError):
+    """A case's child process failed; its row says so and the other cases go on."""
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no output"
+
+
 def run_cold_once(case: ColdCase) -> tuple[float, float, int]:
     """(wall ms, in-process ms, VmHWM KiB) of one fresh interpreter running the case."""
     env = clean_env({"PYTHONPATH": str(LAYER_PATH), **case.env})
@@ -261,24 +295,28 @@ def run_cold_once(case: ColdCase) -> tuple[float, float, int]:
     wall_ms = (time.perf_counter() - started) * 1000
     result = [line for line in completed.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
     if completed.returncode != 0 or not result:
-        raise RuntimeError(f"cold start case {case.key} failed: {completed.stderr.strip()[-2000:]}")
+        raise CaseFailedError(last_line(completed.stderr))
     _, body_ms, hwm_kib = result[-1].split()
     return wall_ms, float(body_ms), int(hwm_kib)
 
 
 def measure_cold_starts(settings: Settings) -> list[ColdResult]:
     """Runs the cases round-robin (so that drift in the machine's load spreads over every case), after one
-    discarded warm-up run each that also writes the .pyc files."""
+    discarded warm-up round that also writes the .pyc files. A failing case is reported, not fatal."""
     results = [ColdResult(case, missing=missing_modules(case.requires)) for case in COLD_CASES]
-    runnable = [result for result in results if not result.missing]
-    for result in runnable:
-        run_cold_once(result.case)
-    for _ in range(settings.cold_runs):
-        for result in runnable:
-            wall_ms, body_ms, hwm_kib = run_cold_once(result.case)
-            result.wall_ms.append(wall_ms)
-            result.body_ms.append(body_ms)
-            result.hwm_kib.append(hwm_kib)
+    for round_index in range(settings.cold_runs + 1):
+        for result in results:
+            if result.missing or result.error:
+                continue
+            try:
+                wall_ms, body_ms, hwm_kib = run_cold_once(result.case)
+            except (CaseFailedError, subprocess.TimeoutExpired) as error:
+                result.error = str(error)
+                continue
+            if round_index > 0:  # round 0 is the warm-up
+                result.wall_ms.append(wall_ms)
+                result.body_ms.append(body_ms)
+                result.hwm_kib.append(hwm_kib)
     return results
 
 
@@ -295,8 +333,9 @@ def cold_start_table(results: Sequence[ColdResult], settings: Settings) -> str:
     headers = ["case", "wall ms", "+ms vs base", "in-proc ms", "peak RSS MiB", "+RSS MiB", "+ms vs ours"]
     rows = []
     for result in results:
-        if result.missing:
-            rows.append([result.case.label, "not installed", "", "", "", "", ""])
+        status = status_cell(result.missing, result.error)
+        if status:
+            rows.append([result.case.label, status, "", "", "", "", ""])
             continue
         rss_above = None
         if result.rss_mib is not None and baseline.rss_mib is not None:
@@ -316,6 +355,7 @@ def cold_start_table(results: Sequence[ColdResult], settings: Settings) -> str:
         f"median of {settings.cold_runs} fresh interpreters each (after one warm-up run that writes .pyc files);",
         "wall = spawn to exit; in-proc = the import + set-up code alone, timed inside the child;",
         "peak RSS = the child's VmHWM; '+ms vs ours' = (wall - baseline) / ours' (wall - baseline).",
+        *status_notes([(result.case.label, result.missing, result.error) for result in results]),
     ]
     return render_table("1. Cold start (fresh interpreter per run)", headers, rows, notes)
 
@@ -519,6 +559,7 @@ class InvocationResult:
     samples_ns: list[int] = field(default_factory=list)
     note: str = ""
     missing: list[str] = field(default_factory=list)
+    error: str = ""
 
     def median(self, unit_ns: float) -> float | None:
         return statistics.median(self.samples_ns) / unit_ns if self.samples_ns else None
@@ -534,11 +575,16 @@ def run_invocation_case(case: InvocationCase, iterations: int, warmup: int, work
     out = work_dir / f"{case.key}.json"
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", case.builder]
     command += ["--iterations", str(iterations), "--warmup", str(warmup), "--out", str(out)]
-    completed = subprocess.run(
-        command, env=clean_env(case.env), capture_output=True, text=True, timeout=SECTION_TIMEOUT_S, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"case {case.key} failed: {completed.stderr.strip()[-2000:]}")
+    try:
+        completed = subprocess.run(
+            command, env=clean_env(case.env), capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        result.error = f"no result within {WORKER_TIMEOUT_S} s"
+        return result
+    if completed.returncode != 0 or not out.exists():
+        result.error = last_line(completed.stderr)
+        return result
     data = json.loads(out.read_text())
     result.first_ns = data["first_ns"]
     result.samples_ns = data["samples_ns"]
@@ -589,8 +635,9 @@ def invocation_table(results: Sequence[InvocationResult], settings: Settings) ->
     headers = ["case", "median us", "p99 us", "+us vs bare", "median vs ours"]
     rows = []
     for result in results:
-        if result.missing:
-            rows.append([result.case.label, "not installed", "", "", ""])
+        status = status_cell(result.missing, result.error)
+        if status:
+            rows.append([result.case.label, status, "", "", ""])
             continue
         median = result.median(1000)
         rows.append(
@@ -606,6 +653,7 @@ def invocation_table(results: Sequence[InvocationResult], settings: Settings) ->
         f"{settings.invocations} timed calls per case after {settings.warmup} warm-up calls, "
         "each case in a fresh worker process;",
         "no backend configured anywhere: this is the in-process cost of the wrapper alone.",
+        *status_notes([(result.case.label, result.missing, result.error) for result in results]),
     ]
     return render_table("2. Per-invocation overhead of a trivial handler", headers, rows, notes)
 
@@ -646,55 +694,72 @@ def closed_port() -> int:
     return int(free_port())
 
 
-def flush_cases(servers: LocalServers, down_url: str) -> tuple[InvocationCase, ...]:
-    up = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": servers.rotel.http_endpoint}
-    down = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": down_url}
-    pushgateway = {"PUSHGATEWAY_URL": servers.pushgateway.url}
+@contextlib.contextmanager
+def hung_listener() -> Iterator[str]:
+    """A collector that hangs: the kernel completes the TCP handshake (listen backlog) but nothing ever
+    accepts or answers, so a client waits for its own timeout, as with a blackholed endpoint."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def flush_cases(servers: LocalServers, refused_url: str, hung_url: str) -> tuple[InvocationCase, ...]:
+    def ours(endpoint: str, *, pushgateway: bool = True, **extra: str) -> dict[str, str]:
+        env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **extra}
+        if pushgateway:
+            env["PUSHGATEWAY_URL"] = servers.pushgateway.url
+        return env
+
     otel = ("opentelemetry.sdk", "opentelemetry.instrumentation.aws_lambda")
+    rotel = servers.rotel.http_endpoint
     return (
+        InvocationCase("flush_up", "ours: OTLP->rotel + Pushgateway", "ours_http", env=ours(rotel)),
         InvocationCase(
-            "flush_up", "ours: OTLP->rotel + Pushgateway (default budget)", "ours_http", env=up | pushgateway
+            "flush_otlp_only", "ours: OTLP->rotel, no Pushgateway", "ours_http", env=ours(rotel, pushgateway=False)
         ),
+        InvocationCase("flush_refused", "ours: OTLP refused + Pushgateway", "ours_http", env=ours(refused_url)),
         InvocationCase(
-            "flush_down", "ours: OTLP down + Pushgateway (default budget)", "ours_http", env=down | pushgateway
-        ),
-        InvocationCase(
-            "flush_down_300",
-            "ours: OTLP down + Pushgateway, TELEMETRY_FLUSH_TIMEOUT_MS=300",
+            "flush_hung_300",
+            "ours: OTLP hung + Pushgateway, FLUSH_TIMEOUT_MS=300 (default)",
             "ours_http",
-            env=down | pushgateway | {"TELEMETRY_FLUSH_TIMEOUT_MS": "300"},
+            env=ours(hung_url, TELEMETRY_FLUSH_TIMEOUT_MS="300"),
         ),
         InvocationCase(
-            "flush_down_100",
-            "ours: OTLP down + Pushgateway, TELEMETRY_FLUSH_TIMEOUT_MS=100",
+            "flush_hung_100",
+            "ours: OTLP hung + Pushgateway, FLUSH_TIMEOUT_MS=100",
             "ours_http",
-            env=down | pushgateway | {"TELEMETRY_FLUSH_TIMEOUT_MS": "100"},
+            env=ours(hung_url, TELEMETRY_FLUSH_TIMEOUT_MS="100"),
         ),
         InvocationCase(
             "otel_up",
             "OTel AwsLambdaInstrumentor, BatchSpanProcessor->rotel",
             "otel_lambda",
             requires=otel,
-            env={"BENCH_OTLP_ENDPOINT": servers.rotel.http_endpoint + "/v1/traces"},
+            env={"BENCH_OTLP_ENDPOINT": rotel + "/v1/traces"},
         ),
         InvocationCase(
-            "otel_down",
-            "OTel AwsLambdaInstrumentor, OTLP down (SDK defaults)",
+            "otel_refused",
+            "OTel AwsLambdaInstrumentor, OTLP refused (SDK defaults)",
             "otel_lambda",
             requires=otel,
-            env={"BENCH_OTLP_ENDPOINT": down_url + "/v1/traces"},
+            env={"BENCH_OTLP_ENDPOINT": refused_url + "/v1/traces"},
         ),
     )
+
+
+SLOW_FLUSH_CASES = frozenset({"otel_refused"})
+"""The SDK's exporter retries a refused connection with back-off for its 10 s timeout, at every invocation."""
 
 
 def measure_flush(settings: Settings, work_dir: Path) -> list[InvocationResult]:
     log_dir = work_dir / "server-logs"
     log_dir.mkdir()
-    down_url = f"http://127.0.0.1:{closed_port()}"
-    with local_servers(log_dir) as servers:
+    refused_url = f"http://127.0.0.1:{closed_port()}"
+    with local_servers(log_dir) as servers, hung_listener() as hung_url:
         results = []
-        for case in flush_cases(servers, down_url):
-            slow = case.key == "otel_down"
+        for case in flush_cases(servers, refused_url, hung_url):
+            slow = case.key in SLOW_FLUSH_CASES
             iterations = settings.otel_down_invocations if slow else settings.flush_invocations
             warmup = 0 if slow else max(1, settings.flush_invocations // 10)
             results.append(run_invocation_case(case, iterations, warmup, work_dir))
@@ -703,11 +768,12 @@ def measure_flush(settings: Settings, work_dir: Path) -> list[InvocationResult]:
 
 def flush_table(results: Sequence[InvocationResult], settings: Settings) -> str:
     reference = next(result for result in results if result.case.key == "flush_up").median(1e6)
-    headers = ["case", "1st call ms", "median ms", "p99 ms", "median vs ours(up)", "flush outcomes (later calls)"]
+    headers = ["case", "1st call ms", "median ms", "p99 ms", "median vs ours(up)", "flush outcomes (every call)"]
     rows = []
     for result in results:
-        if result.missing:
-            rows.append([result.case.label, "not installed", "", "", "", ""])
+        status = status_cell(result.missing, result.error)
+        if status:
+            rows.append([result.case.label, status, "", "", "", ""])
             continue
         first = None if result.first_ns is None else result.first_ns / 1e6
         median = result.median(1e6)
@@ -723,10 +789,12 @@ def flush_table(results: Sequence[InvocationResult], settings: Settings) -> str:
         )
     notes = [
         f"{settings.flush_invocations} timed invocations per case after a warm-up "
-        f"(OTel with the collector down: {settings.otel_down_invocations}, no warm-up);",
+        f"(OTel with the collector refused: {settings.otel_down_invocations}, no warm-up);",
         "each invocation is the whole wrapped call, the end-of-invocation flush included;",
         "'1st call' is the first invocation of the worker: cold start, and the one that meets a down backend;",
+        "refused = closed port (fails fast); hung = a listener that never answers (the client waits its timeout);",
         "ours skips a failed backend for TELEMETRY_BACKOFF_SECONDS (30 s), so later calls skip OTLP.",
+        *status_notes([(result.case.label, result.missing, result.error) for result in results]),
     ]
     return render_table("3. End-of-invocation flush against real local servers", headers, rows, notes)
 
@@ -735,7 +803,10 @@ def flush_table(results: Sequence[InvocationResult], settings: Settings) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        description="Benchmark the observability layer against Powertools, the OpenTelemetry Lambda "
+        "instrumentation and sentry-sdk: cold start, per-invocation overhead, flush."
+    )
     parser.add_argument("--quick", action="store_true", help="fewer runs and iterations (a smoke run)")
     parser.add_argument("--worker", choices=sorted(BUILDERS), help=argparse.SUPPRESS)
     parser.add_argument("--iterations", type=int, default=0, help=argparse.SUPPRESS)

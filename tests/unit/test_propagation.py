@@ -54,7 +54,8 @@ def test_bad_carriers_give_an_empty_context(tracing: Tracing, headers):
 
 def test_bad_http_traceparent_gives_an_empty_context(tracing: Tracing):
     assert span_context_of(tracing.context_from_http_headers({"traceparent": "00-zz-yy-01"})) is None
-    assert normalize_http_headers({"a": 1, 2: "x", "B": ["1", None, "2"]}) == {"b": "1,2"}
+    single = {"a": 1, 2: "x", "C": "y"}
+    assert normalize_http_headers(single, {"B": ["1", None, "2"], "c": ["z"]}) == {"c": "y", "b": "1,2"}
 
 
 def test_injection_round_trips_through_kafka_headers(tracing: Tracing):

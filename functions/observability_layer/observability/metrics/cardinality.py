@@ -21,6 +21,9 @@ class CardinalityGuard:
 
     def value(self, metric: str, label: str, value: str) -> str:
         """`value` while the label has room for it, else the overflow value (and the folding is counted)."""
+        seen = self._seen.get((metric, label))
+        if seen is not None and value in seen:  # the common case, read without the lock
+            return value
         with self._lock:
             seen = self._seen.setdefault((metric, label), set())
             if value in seen:

@@ -59,15 +59,17 @@ _GETTER = _LowercaseGetter()
 def normalize_http_headers(
     headers: Mapping[str, Any] | None, multi_value_headers: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
-    """Lower-cased single-valued headers from API Gateway's `headers` and `multiValueHeaders`."""
+    """Lower-cased single-valued headers from API Gateway's `headers`, completed from `multiValueHeaders`
+    (joined with commas) for names `headers` lacks. Anything that is not text is ignored."""
     normalized: dict[str, str] = {}
-    for source in (multi_value_headers, headers):
-        if not isinstance(source, Mapping):
-            continue
-        for name, raw in source.items():
-            value = ",".join(str(item) for item in raw if item is not None) if isinstance(raw, list) else raw
+    if isinstance(headers, Mapping):
+        for name, value in headers.items():
             if isinstance(name, str) and isinstance(value, str):
                 normalized[name.lower()] = value
+    if isinstance(multi_value_headers, Mapping):
+        for name, values in multi_value_headers.items():
+            if isinstance(name, str) and isinstance(values, list) and name.lower() not in normalized:
+                normalized[name.lower()] = ",".join(str(value) for value in values if value is not None)
     return normalized
 
 

@@ -111,6 +111,10 @@ class Tracing:
         carrier = propagation.normalize_http_headers(headers, multi_value_headers)
         return propagation.extract(self.propagator, carrier)
 
+    def extract(self, carrier: Mapping[str, str]) -> Context:
+        """A context from a carrier whose keys are already lower-cased (e.g. HttpRequest.headers)."""
+        return propagation.extract(self.propagator, carrier)
+
     def context_from_kafka_headers(self, headers: object) -> Context:
         return propagation.extract(self.propagator, propagation.kafka_headers_as_text(headers))
 

@@ -144,7 +144,7 @@ def wrap_http_handler[**P, R](telemetry: Telemetry, handler: Callable[P, R], *, 
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         event = kwargs.get("event", args[0] if args else None)
         request = parse_api_gateway_event(event, route)
-        parent = telemetry.context_from_http_headers(request.headers)
+        parent = telemetry.tracing.extract(request.headers)  # already normalized by the parser
         name = f"{request.method} {request.route}"
         with invocation_scope(
             telemetry,

@@ -1,7 +1,7 @@
 """Benchmark: the observability layer side by side with AWS Lambda Powertools, the OpenTelemetry Lambda
 instrumentation and sentry-sdk's AwsLambdaIntegration, in one run.
 
-    .venv/bin/python tests/perf/bench_layer.py [--quick]
+    make bench            # or: make bench ARGS=--quick
 
 Three sections, one table each:
 
@@ -14,14 +14,10 @@ Three sections, one table each:
 3. Flush: our wrapped invocation including its end-of-invocation flush against real local servers (rotel
    for OTLP, a Pushgateway), with the collector down, and the OpenTelemetry instrumentor's own flush.
 
-The alternatives are optional: a case whose packages are missing prints "not installed".
-
-    .venv/bin/pip install aws-lambda-powertools==3.37.0 opentelemetry-instrumentation-aws-lambda==0.66b1
-    .venv/bin/pip install opentelemetry-api==1.45.2 opentelemetry-semantic-conventions==0.66b2
-
-The second line puts back the versions the layer pins: the instrumentation pins semantic-conventions 0.66b1,
-so pip downgrades the API to 1.45.1 under the layer's SDK 1.45.2 (pip check then warns about the
-instrumentation instead, which works with 0.66b2).
+The alternatives are optional: a case whose packages are missing prints "not installed". `make bench`
+installs them in .venv-bench (the `bench` group of pyproject.toml), apart from the test venv: the
+OpenTelemetry Lambda instrumentation pins semantic-conventions 0.66b1 while the layer's SDK 1.45.2 wants
+0.66b2, so it is installed there with --no-deps (it works with 0.66b2).
 """
 
 from __future__ import annotations

@@ -51,6 +51,31 @@ def test_service_name_precedence_and_resource_attributes():
     ).service_name == "explicit"
 
 
+def test_resource_attributes_keep_their_meaning_unless_environment_and_version_are_set():
+    attributes = "deployment.environment.name=prod,service.version=1.4.2"
+    from_attributes = TelemetrySettings.from_env({"OTEL_RESOURCE_ATTRIBUTES": attributes})
+    assert (from_attributes.environment, from_attributes.service_version) == ("prod", "1.4.2")
+    explicit = TelemetrySettings.from_env(
+        {"OTEL_RESOURCE_ATTRIBUTES": attributes, "ENVIRONMENT": "staging", "VERSION": "2.0.0"}
+    )
+    assert (explicit.environment, explicit.service_version) == ("staging", "2.0.0")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PUSHGATEWAY_URL", "https://metrics:hunter2@pgw.example.com:99999"),
+        ("SENTRY_DSN", "https://0123abcdsecretkey@o1.ingest.sentry.io/project"),
+    ],
+)
+def test_credentials_in_urls_are_not_echoed_in_the_error(variable: str, value: str):
+    with pytest.raises(ConfigError) as raised:
+        TelemetrySettings.from_env({variable: value})
+    assert "hunter2" not in str(raised.value)
+    assert "secretkey" not in str(raised.value)
+    assert "***@" in str(raised.value)
+
+
 def test_headers_and_sentry_settings():
     settings = TelemetrySettings.from_env(
         {

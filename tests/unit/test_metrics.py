@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import prometheus_client
 import pytest
 from observability.metrics import CATALOG, Metrics
@@ -102,6 +104,15 @@ class TestBusinessMetrics:
         assert not metrics.record_business_metric("signups_total", 1, {"plan": "pro"}, kind="gauge")
         assert not metrics.record_business_metric("signups_total", -1, {"plan": "pro"})
         assert metrics.value("signups_total", plan="pro") == 1
+
+    def test_values_of_other_numeric_types_are_accepted_and_non_numbers_refused(self):
+        metrics = Metrics(label_value_limit=100, runtime_collectors=False)
+        assert metrics.record_business_metric("revenue_total", Decimal("9.99"))  # what boto3 reads from DynamoDB
+        assert metrics.record_business_metric("basket_size", "3")
+        assert not metrics.record_business_metric("basket_size", None)  # type: ignore[arg-type]
+        assert not metrics.record_business_metric("basket_size", "many")
+        assert metrics.registry.get_sample_value("revenue_total") == pytest.approx(9.99)
+        assert metrics.registry.get_sample_value("basket_size") == 3
 
     def test_business_label_values_are_guarded(self):
         metrics = Metrics(label_value_limit=2, runtime_collectors=False)

@@ -39,3 +39,21 @@ def test_values_become_json_safe_and_depth_is_bounded():
     assert scrubbed["obj"].startswith("<object object")
     assert scrubbed["tuple"] == [1, 2]
     assert "[Truncated]" in str(scrubbed["nested"])
+
+
+def test_names_in_header_lists_and_key_value_items_are_honoured():
+    scrubbed = scrub(
+        {
+            "headers": [("Authorization", "Bearer abc"), ("content-type", "json")],
+            "kafka_headers": [{"key": "token", "value": "s3cr3t"}, {"key": "ce_id", "value": "1"}],
+            "camel": {"accessToken": "t", "clientSecret": "s", "xApiKey": "k", "Set-Cookie": "c"},
+        }
+    )
+    assert scrubbed["headers"] == [["Authorization", FILTERED], ["content-type", "json"]]
+    assert scrubbed["kafka_headers"] == [{"key": "token", "value": FILTERED}, {"key": "ce_id", "value": "1"}]
+    assert set(scrubbed["camel"].values()) == {FILTERED}
+
+
+def test_secret_words_inside_other_words_are_not_secrets():
+    harmless = {"passenger_count": 3, "bypass_cache": True, "tokens_used": 120, "compass": "N", "key": "o-1"}
+    assert scrub(harmless) == harmless

@@ -166,12 +166,51 @@ def test_cdc_lag_and_failed_kafka_operation(telemetry):
     assert telemetry.metrics.value("errors_captured_total", component="kafka", error_type="TimeoutError") == 1
 
 
-def test_capture_error_never_raises_even_for_odd_exceptions(telemetry):
-    class SlottedError(Exception):
-        __slots__ = ()
+def test_capture_error_works_for_exceptions_that_refuse_new_attributes(telemetry, capsys):
+    class FrozenError(Exception):
+        def __setattr__(self, name: str, value: object) -> None:
+            raise AttributeError(name)
 
-    event_id = telemetry.capture_error(SlottedError(), "test", "odd", {"weird": object()})
-    assert len(event_id) == 32
+    event_id = telemetry.capture_error(FrozenError("immutable"), "test", "odd", {"weird": object()})
+    (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ERROR"' in line]
+    assert line["event_id"] == event_id
+    assert line["error_type"].endswith("FrozenError")
+    assert line["context"]["weird"].startswith("<object object")
+
+
+def test_an_error_crossing_nested_wrappers_is_reported_once_and_fails_every_span(telemetry, exporter, capsys):
+    @telemetry.http_handler
+    def handler(event, context):
+        with telemetry.event_processing("order.created", "/orders"), telemetry.kafka_operation("produce", "orders"):
+            raise BrokenPipeError("broker connection lost")
+
+    response = handler(load_event("apigw_rest_post_events"), LambdaContext())
+    event_id = json.loads(response["body"])["event_id"]
+    (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ERROR"' in line]
+    assert (line["event_id"], line["component"], line["handled"]) == (event_id, "kafka", False)
+    spans = spans_by_name(exporter)
+    for name in ("produce orders", "process order.created", "POST /events"):
+        assert spans[name].status.status_code is StatusCode.ERROR, name
+        assert spans[name].attributes["eventbus.error.event_id"] == event_id, name
+    assert [event.name for event in spans["produce orders"].events] == ["exception"], "the stack is recorded once"
+    metrics = telemetry.metrics
+    labels = {"event_type": "order.created", "source": "/orders", "error_type": "BrokenPipeError"}
+    assert metrics.value("event_processing_errors_total", **labels) == 1
+    assert metrics.value("kafka_operations_total", operation="produce", topic="orders", status="error") == 1
+    assert metrics.value("errors_captured_total", component="kafka", error_type="BrokenPipeError") == 1
+    assert metrics.value("http_requests_total", method="POST", endpoint="/events", status="500") == 1
+
+
+def test_server_span_attributes_follow_the_http_conventions(telemetry, exporter):
+    handler = telemetry.http_handler(lambda event, context: {"statusCode": 200})
+    event = load_event("apigw_rest_post_events", httpMethod="BREW")
+    handler(event, LambdaContext())
+    (server,) = exporter.get_finished_spans()
+    assert server.name == "_OTHER /events"
+    assert server.attributes["http.request.method"] == "_OTHER"
+    assert server.attributes["url.scheme"] == "https"
+    assert server.attributes["aws.request_id"] == event["requestContext"]["requestId"]
+    assert telemetry.metrics.value("http_requests_total", method="_OTHER", endpoint="/events", status="200") == 1
 
 
 def test_custom_spans_work_as_context_managers_and_decorators(telemetry, exporter):

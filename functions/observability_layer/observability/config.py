@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -32,6 +33,14 @@ LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
 DEFAULT_FLUSH_TIMEOUT_MS = 300
 DEFAULT_BACKOFF_SECONDS = 30.0
 DEFAULT_LABEL_VALUE_LIMIT = 100
+
+
+_USERINFO = re.compile(r"(?<=://)[^@/]*@")
+
+
+def redact_userinfo(url: str) -> str:
+    """The URL without its credentials (`https://user:pass@host` -> `https://***@host`), for messages."""
+    return _USERINFO.sub("***@", url)
 
 
 class EnvReader:
@@ -105,7 +114,7 @@ class EnvReader:
         except ValueError:  # a bad port raises
             valid = False
         if not valid:
-            raise ConfigError(name, value, "an absolute URL like " + f"{schemes[0]}://host:port")
+            raise ConfigError(name, redact_userinfo(value), "an absolute URL like " + f"{schemes[0]}://host:port")
         return value
 
     def key_values(self, name: str, *, secret: bool = False) -> dict[str, str]:
@@ -192,8 +201,14 @@ class TelemetrySettings:
         service_name = (
             env.raw("OTEL_SERVICE_NAME") or resource_attributes.get("service.name") or aws.function_name or "event-bus"
         )
-        environment = env.text("ENVIRONMENT", "dev")
-        version = env.text("VERSION", "unknown")
+        # ENVIRONMENT and VERSION win when set; otherwise OTEL_RESOURCE_ATTRIBUTES keeps its meaning
+        environment = (
+            env.raw("ENVIRONMENT")
+            or resource_attributes.get("deployment.environment.name")
+            or resource_attributes.get("deployment.environment")
+            or "dev"
+        )
+        version = env.raw("VERSION") or resource_attributes.get("service.version") or "unknown"
         protocol = env.choice(
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             OTLP_PROTOCOLS,
@@ -260,7 +275,9 @@ def _sentry(env: EnvReader, environment: str, version: str) -> SentrySettings | 
     except ValueError:
         valid = False
     if not valid:
-        raise ConfigError("SENTRY_DSN", dsn, "a Sentry DSN like https://<public key>@<host>/<project id>")
+        raise ConfigError(
+            "SENTRY_DSN", redact_userinfo(dsn), "a Sentry DSN like https://<public key>@<host>/<project id>"
+        )
     return SentrySettings(
         dsn=dsn,
         environment=env.text("SENTRY_ENVIRONMENT", environment),

@@ -176,20 +176,27 @@ class Telemetry:
         *,
         handled: bool = True,
     ) -> str:
-        """Report an error once: a JSON log line, the exception on the current span, the error counters,
-        and Sentry when configured. Returns the event id (Sentry's when Sentry took the event).
+        """Report an error: a JSON log line, the exception on the current span, the error counters, and
+        Sentry when configured. Returns the event id (Sentry's when Sentry took the event).
 
-        Never raises. An exception captured before (by an inner wrapper) keeps its first event id.
+        Never raises. An exception that crosses several wrappers is reported (log line, Sentry,
+        `errors_captured_total`) once, by the innermost, and keeps that event id; each outer scope still
+        marks its own span failed and counts its own error metric.
         """
+        scope_context = dict(context or {})
         known = getattr(error, EVENT_ID_ATTRIBUTE, None)
         if isinstance(known, str):
+            try:
+                self._mark_scope(error, component, scope_context, known)
+            except Exception:
+                self.logger.warning("capture_error failed", exc_info=True)
             return known
         event_id = new_event_id()
         try:
-            event_id = self._capture(error, component, operation, dict(context or {}), handled=handled)
+            event_id = self._capture(error, component, operation, scope_context, handled=handled)
         except Exception:  # error capture must never become the error
             self.logger.warning("capture_error failed", exc_info=True)
-        with contextlib.suppress(AttributeError, TypeError):  # exceptions with __slots__
+        with contextlib.suppress(Exception):  # an exception class may refuse new attributes
             setattr(error, EVENT_ID_ATTRIBUTE, event_id)
         return event_id
 
@@ -216,10 +223,7 @@ class Telemetry:
                 handled=handled,
             )
         event_id = event_id or new_event_id()
-        span = trace.get_current_span()
-        span.record_exception(error, attributes={"event_id": event_id, "component": component})
-        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"[:256]))
-        span.set_attribute("error.type", error_type)
+        trace.get_current_span().record_exception(error, attributes={"event_id": event_id, "component": component})
         invocation = current_invocation()
         record = ErrorRecord(
             event_id=event_id,
@@ -238,6 +242,16 @@ class Telemetry:
         )
         self.logger.error("%s: %s", error_type, message, extra={"fields": record.log_fields()})
         self.metrics.inc("errors_captured_total", component=component, error_type=error_type)
+        self._mark_scope(error, component, context, event_id)
+        return event_id
+
+    def _mark_scope(self, error: BaseException, component: str, context: Mapping[str, Any], event_id: str) -> None:
+        """What every scope an error crosses records: its span fails, and its own error counter counts."""
+        error_type = type(error).__qualname__
+        span = trace.get_current_span()
+        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"[:256]))
+        span.set_attribute("error.type", error_type)
+        span.set_attribute("eventbus.error.event_id", event_id)
         if component == "event_processing" or "event_type" in context:
             self.metrics.inc(
                 "event_processing_errors_total",
@@ -245,7 +259,6 @@ class Telemetry:
                 source=context.get("source"),
                 error_type=error_type,
             )
-        return event_id
 
     def _count_sentry_drop(self, reason: str) -> None:
         self.metrics.inc("sentry_events_dropped_total", reason=reason)

@@ -131,13 +131,14 @@ class Metrics:
             logger.warning("business metric %s not recorded: %s", name, problem)
             return False
         try:
+            number = float(value)  # Decimal from DynamoDB, numeric strings, ...
             if chosen == "counter":
-                self.inc(name, value, **labels)
+                self.inc(name, number, **labels)
             elif chosen == "gauge":
-                self.set(name, value, **labels)
+                self.set(name, number, **labels)
             else:
-                self.observe(name, value, **labels)
-        except ValueError as error:  # e.g. a negative counter increment
+                self.observe(name, number, **labels)
+        except (TypeError, ValueError) as error:  # not a number, a negative counter increment
             logger.warning("business metric %s not recorded: %s", name, error)
             return False
         return True

@@ -44,8 +44,18 @@ class HttpRequest:
         return self.headers.get("x-correlation-id") or self.headers.get("x-request-id") or self.request_id
 
 
+KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
+OTHER_METHOD = "_OTHER"
+"""What semantic conventions (and the metric label) use for a method outside the known set."""
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _method(value: object) -> str:
+    method = (_text(value) or "").upper()
+    return method if method in KNOWN_METHODS else OTHER_METHOD
 
 
 def parse_api_gateway_event(event: object, route: str | None = None) -> HttpRequest:
@@ -61,7 +71,7 @@ def parse_api_gateway_event(event: object, route: str | None = None) -> HttpRequ
         route_key = _text(data.get("routeKey"))
         template = route_key.split(" ", 1)[-1] if route_key else None
         return HttpRequest(
-            method=(_text(http.get("method")) or "unknown").upper(),
+            method=_method(http.get("method")),
             route=route or template or UNMATCHED_ROUTE,
             path=_text(data.get("rawPath")) or _text(http.get("path")) or "",
             version="2.0",
@@ -72,7 +82,7 @@ def parse_api_gateway_event(event: object, route: str | None = None) -> HttpRequ
     identity = request_context.get("identity")
     identity = identity if isinstance(identity, Mapping) else {}
     return HttpRequest(
-        method=(_text(data.get("httpMethod")) or "unknown").upper(),
+        method=_method(data.get("httpMethod")),
         route=route or _text(data.get("resource")) or UNMATCHED_ROUTE,
         path=_text(data.get("path")) or "",
         version="1.0",
@@ -124,10 +134,13 @@ def response_status(response: object) -> int:
 
 
 def request_attributes(request: HttpRequest) -> dict[str, AttributeValue]:
+    """HTTP server span attributes (OpenTelemetry semantic conventions)."""
     attributes: dict[str, AttributeValue] = {
         "http.request.method": request.method,
         "http.route": request.route,
         "url.path": request.path,
+        # API Gateway's endpoints are HTTPS; behind a local emulator the forwarded header says otherwise
+        "url.scheme": request.headers.get("x-forwarded-proto", "https").split(",")[0].strip(),
         "network.protocol.name": "http",
     }
     if request.source_ip:
@@ -135,7 +148,7 @@ def request_attributes(request: HttpRequest) -> dict[str, AttributeValue]:
     if "user-agent" in request.headers:
         attributes["user_agent.original"] = request.headers["user-agent"]
     if request.request_id:
-        attributes["aws.api_gateway.request_id"] = request.request_id
+        attributes["aws.request_id"] = request.request_id  # API Gateway's x-amzn-RequestId
     return attributes
 
 

@@ -75,7 +75,8 @@ class Operation:
         try:
             if isinstance(exc, Exception):
                 self.status = "error"
-                self.telemetry.capture_error(exc, self.component, self.span_name(), self.error_context())
+                # re-raised to the caller: reported as unhandled, as Sentry's integrations do
+                self.telemetry.capture_error(exc, self.component, self.span_name(), self.error_context(), handled=False)
             self.record(seconds, exc)
         finally:
             if self._span_scope is not None:

@@ -1,0 +1,109 @@
+"""Kafka client settings from the environment: bootstrap servers and the MSK authentication options."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from observability import ConfigError, EnvReader
+
+SECURITY_MODES = ("plaintext", "tls", "scram", "iam")
+SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """`KAFKA_BOOTSTRAP_SERVERS` and `KAFKA_SECURITY`:
+
+    - plaintext: local brokers;
+    - tls: TLS, server authenticated (`KAFKA_SSL_CA_LOCATION` for a private CA);
+    - scram: SASL/SCRAM over TLS with `KAFKA_SASL_USERNAME`/`KAFKA_SASL_PASSWORD`, or with
+      `KAFKA_SASL_SECRET_ARN`, a Secrets Manager secret holding {"username", "password"} (MSK's
+      AmazonMSK_ convention); `KAFKA_SASL_MECHANISM` SCRAM-SHA-512 (MSK's) or SCRAM-SHA-256;
+    - iam: SASL/OAUTHBEARER with tokens from the MSK IAM signer, for the function's role and `AWS_REGION`.
+    """
+
+    bootstrap_servers: str
+    security: str = "plaintext"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    sasl_secret_arn: str | None = None
+    ssl_ca_location: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KafkaSettings:
+        env = EnvReader(environ)
+        bootstrap = env.text("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        if any(not server.rpartition(":")[2].isdigit() for server in bootstrap.split(",")):
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS", bootstrap, "comma-separated host:port pairs")
+        settings = cls(
+            bootstrap_servers=bootstrap,
+            security=env.choice("KAFKA_SECURITY", SECURITY_MODES, "plaintext"),
+            sasl_mechanism=env.choice(
+                "KAFKA_SASL_MECHANISM", [m.lower() for m in SCRAM_MECHANISMS], "scram-sha-512"
+            ).upper(),
+            sasl_username=env.raw("KAFKA_SASL_USERNAME"),
+            sasl_password=env.raw("KAFKA_SASL_PASSWORD"),
+            sasl_secret_arn=env.raw("KAFKA_SASL_SECRET_ARN"),
+            ssl_ca_location=env.raw("KAFKA_SSL_CA_LOCATION"),
+            region=env.raw("AWS_REGION") or env.raw("AWS_DEFAULT_REGION"),
+        )
+        if settings.security == "scram" and not (
+            settings.sasl_secret_arn or (settings.sasl_username and settings.sasl_password)
+        ):
+            raise ConfigError(
+                "KAFKA_SECURITY", "scram", "KAFKA_SASL_SECRET_ARN, or KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if settings.security == "iam" and not settings.region:
+            raise ConfigError("KAFKA_SECURITY", "iam", "AWS_REGION set (the MSK IAM token is signed per region)")
+        return settings
+
+    @property
+    def first_broker(self) -> str:
+        return self.bootstrap_servers.split(",")[0]
+
+    def client_config(self, secret_reader: Callable[[str], str] | None = None) -> dict[str, Any]:
+        """librdkafka settings for these credentials (secrets are fetched here, once, at init)."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "client.id": socket.gethostname()}
+        if self.security == "plaintext":
+            return config
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = self.ssl_ca_location
+        if self.security == "tls":
+            config["security.protocol"] = "SSL"
+            return config
+        config["security.protocol"] = "SASL_SSL"
+        if self.security == "scram":
+            username, password = self.sasl_username, self.sasl_password
+            if self.sasl_secret_arn:
+                secret = json.loads((secret_reader or read_secret)(self.sasl_secret_arn))
+                username, password = secret["username"], secret["password"]
+            config.update({"sasl.mechanism": self.sasl_mechanism, "sasl.username": username, "sasl.password": password})
+            return config
+        config.update({"sasl.mechanism": "OAUTHBEARER", "oauth_cb": msk_iam_token_callback(self.region or "")})
+        return config
+
+
+def read_secret(arn: str) -> str:
+    """A Secrets Manager secret's string (honours AWS_ENDPOINT_URL, like every client here)."""
+    import boto3
+
+    response = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+    return str(response["SecretString"])
+
+
+def msk_iam_token_callback(region: str) -> Callable[[str], tuple[str, float]]:
+    """librdkafka's oauth_cb: an MSK IAM auth token signed with the function's credentials."""
+
+    def token(_config: str) -> tuple[str, float]:
+        from aws_msk_iam_sasl_signer import MSKAuthTokenProvider  # type: ignore[import-untyped]
+
+        auth_token, expiry_ms = MSKAuthTokenProvider.generate_auth_token(region)
+        return auth_token, expiry_ms / 1000
+
+    return token

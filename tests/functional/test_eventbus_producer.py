@@ -1,0 +1,86 @@
+"""The shared producer against the real broker: delivery reports, CloudEvents binary headers, the
+producer span's traceparent on each record, and a bounded failure when the broker is down."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from cloudevents.core.v1.event import CloudEvent
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from eventbus.kafka_settings import KafkaSettings
+from eventbus.producer import NOT_ACKNOWLEDGED, EventProducer
+from eventbus.records import to_kafka_record
+from localbus.processes import free_port
+from observability import Telemetry, TelemetrySettings
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+pytestmark = pytest.mark.servers
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}"})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in partitions])
+    messages: list = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < count and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is not None and not message.error():
+            messages.append(message)
+    consumer.close()
+    return messages
+
+
+@pytest.fixture
+def telemetry_with_spans():
+    exporter = InMemorySpanExporter()
+    settings = TelemetrySettings.from_env({"OTEL_SERVICE_NAME": "producer-test", "OTEL_TRACES_EXPORTER": "otlp"})
+    telemetry = Telemetry(settings, otlp_exporter=exporter)
+    yield telemetry, exporter
+    telemetry.tracing.shutdown()
+
+
+def test_records_are_delivered_with_cloudevents_headers_and_traceparent(kafka_bootstrap, telemetry_with_spans):
+    telemetry, exporter = telemetry_with_spans
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    producer = EventProducer(KafkaSettings(bootstrap_servers=kafka_bootstrap), telemetry)
+    events = [
+        CloudEvent({"id": f"e-{n}", "source": "/shop", "type": "order.created", "specversion": "1.0"}, {"n": n})
+        for n in range(3)
+    ]
+    deliveries = producer.send([to_kafka_record(event, topic, key="order-7") for event in events], timeout_s=10)
+    assert all(delivery.ok for delivery in deliveries)
+    assert [delivery.offset for delivery in deliveries] == sorted(delivery.offset for delivery in deliveries)
+
+    messages = read_topic(kafka_bootstrap, topic, 3)
+    assert [message.key() for message in messages] == [b"order-7"] * 3
+    headers = dict(messages[0].headers())
+    assert (headers["ce_id"], headers["ce_type"], headers["ce_source"]) == (b"e-0", b"order.created", b"/shop")
+    assert messages[0].value() == b'{"n":0}' or messages[0].value() == b'{"n": 0}'
+    telemetry.flush()
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 3
+    trace_id = format(spans[0].context.trace_id, "032x")
+    span_id = format(spans[0].context.span_id, "016x")
+    assert headers["traceparent"].decode().startswith(f"00-{trace_id}-{span_id}-")
+    assert (
+        telemetry.metrics.value("events_produced_total", event_type="order.created", topic=topic, source="/shop") == 3
+    )
+    assert telemetry.metrics.value("kafka_connection_status", broker=kafka_bootstrap) == 1
+
+
+def test_an_unreachable_broker_fails_every_record_inside_the_deadline(telemetry_with_spans):
+    telemetry, _ = telemetry_with_spans
+    settings = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    producer = EventProducer(settings, telemetry, delivery_timeout_s=5)
+    event = CloudEvent({"id": "e-1", "source": "/s", "type": "t", "specversion": "1.0"}, None)
+    started = time.monotonic()
+    deliveries = producer.send([to_kafka_record(event, "orders", key="k")] * 2, timeout_s=0.5)
+    assert time.monotonic() - started < 1.0
+    assert [delivery.ok for delivery in deliveries] == [False, False]
+    assert all(delivery.error for delivery in deliveries)
+    assert NOT_ACKNOWLEDGED in deliveries[0].error or "purge" in deliveries[0].error.lower()
+    labels = {"operation": "produce", "topic": "orders", "status": "error"}
+    assert telemetry.metrics.value("kafka_operations_total", **labels) == 2

@@ -6,6 +6,8 @@ VENV     := .venv
 SAM_VENV := .venv-sam
 BENCH_VENV := .venv-bench
 LAYER_REQUIREMENTS := functions/observability_layer/requirements.txt
+# the layer's and every function's: the suite loads the handlers in-process
+FUNCTION_REQUIREMENTS := $(sort $(wildcard functions/*/requirements.txt))
 
 # Python 3.13 is the Lambda runtime. pyenv's shim answers `python3.13` only when 3.13 is a global version,
 # so fall back to the interpreter inside pyenv's versions folder.
@@ -25,11 +27,11 @@ system-deps:  ## Debian packages for the local servers (only when root and missi
 	    prometheus-pushgateway prometheus >/dev/null; \
 	else echo "error: install prometheus-pushgateway and prometheus (Debian packages), or run as root" >&2; exit 1; fi
 
-$(VENV)/.installed: pyproject.toml $(LAYER_REQUIREMENTS)
+$(VENV)/.installed: pyproject.toml $(FUNCTION_REQUIREMENTS)
 	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
 	$(PYTHON313) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade 'pip>=25.1'
-	$(VENV)/bin/python -m pip install -q -r $(LAYER_REQUIREMENTS) --group dev
+	$(VENV)/bin/python -m pip install -q $(addprefix -r ,$(FUNCTION_REQUIREMENTS)) --group dev
 	@touch $@
 
 $(SAM_VENV)/.installed:

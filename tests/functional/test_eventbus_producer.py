@@ -8,29 +8,15 @@ import uuid
 
 import pytest
 from cloudevents.core.v1.event import CloudEvent
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from eventbus.kafka_settings import KafkaSettings
 from eventbus.producer import NOT_ACKNOWLEDGED, EventProducer
 from eventbus.records import to_kafka_record
 from localbus.processes import free_port
 from observability import Telemetry, TelemetrySettings
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.kafka import read_topic
 
 pytestmark = pytest.mark.servers
-
-
-def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 15.0) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4().hex}"})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in partitions])
-    messages: list = []
-    deadline = time.monotonic() + timeout
-    while len(messages) < count and time.monotonic() < deadline:
-        message = consumer.poll(0.2)
-        if message is not None and not message.error():
-            messages.append(message)
-    consumer.close()
-    return messages
 
 
 @pytest.fixture

@@ -461,6 +461,16 @@ def get_telemetry() -> Telemetry:
         return _process_telemetry
 
 
+def reset_telemetry() -> None:
+    """Forget the process-wide Telemetry (its exporters are shut down), so that the next `get_telemetry()`
+    reads the environment again. For tests that load a handler under different settings."""
+    global _process_telemetry  # noqa: PLW0603
+    with _process_lock:
+        if _process_telemetry is not None:
+            _process_telemetry.tracing.shutdown()
+        _process_telemetry = None
+
+
 def capture_error(
     error: BaseException, component: str, operation: str, context: Mapping[str, Any] | None = None
 ) -> str:

@@ -1,0 +1,40 @@
+"""IngestFunction's Lambda handler (`Handler: app.handler`): CloudEvents over HTTP in, Kafka records out.
+
+Everything is built once per execution environment, at init: the telemetry, the settings (a bad value
+fails the cold start with one line naming the variable), the idempotent producer and its connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventbus.kafka_settings import KafkaSettings
+from eventbus.producer import EventProducer
+from ingest.api import Api
+from ingest.idempotency import DynamoDBIdempotency, Idempotency, NoIdempotency
+from ingest.service import IngestService
+from ingest.settings import IngestSettings
+from ingest.validation import SchemaRegistry
+from observability import get_telemetry
+from observability.types import LambdaContext
+
+telemetry = get_telemetry()
+settings = IngestSettings.from_env()
+producer = EventProducer(KafkaSettings.from_env(), telemetry, delivery_timeout_s=settings.produce_timeout_s)
+idempotency: Idempotency = (
+    DynamoDBIdempotency(settings.idempotency_table, settings.idempotency_ttl_s, function_name=telemetry.function_name)
+    if settings.idempotency_table
+    else NoIdempotency()
+)
+api = Api(
+    IngestService(
+        settings, producer=lambda: producer, idempotency=idempotency, schemas=SchemaRegistry(settings.schemas_dir)
+    ),
+    telemetry,
+    ping=producer.ping,
+)
+
+
+@telemetry.http_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return api.dispatch(event, context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -71,10 +72,15 @@ def test_sam_validate_lint():
 
 
 @pytest.fixture(scope="module")
-def built_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_dir = tmp_path_factory.mktemp("sam-build")
     result = sam("build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir), "--base-dir", str(ROOT))
     assert result.returncode == 0, result.stdout + result.stderr
+    return build_dir
+
+
+@pytest.fixture(scope="module")
+def built_layer(build_dir: Path) -> Path:
     return build_dir / "ObservabilityLayer" / "python"
 
 
@@ -109,3 +115,38 @@ def test_the_built_layer_runs_a_wrapped_handler_with_nothing_else_on_the_path(bu
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == '{"statusCode": 204}'
+
+
+@pytest.mark.parametrize(("function", "code_uri"), [("IngestFunction", "functions/ingest/")])
+def test_each_function_loads_as_lambda_loads_it(build_dir: Path, built_layer: Path, function: str, code_uri: str):
+    """Only the function's built CodeUri folder and the layer's python/ folder on sys.path: the template's
+    Handler (module.function) imports and answers a shallow health check."""
+    properties = load_template()["Resources"][function]["Properties"]
+    assert properties["CodeUri"] == code_uri
+    module, _, attribute = properties["Handler"].partition(".")
+    event = {"httpMethod": "GET", "resource": "/health", "path": "/health", "headers": {}}
+    probe = (
+        "import importlib, json, sys\n"
+        f"handler = getattr(importlib.import_module({module!r}), {attribute!r})\n"
+        f"print(json.dumps(handler({event!r}, None)))\n"
+        "assert not any('site-packages' in path for path in sys.path), sys.path\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        env={
+            "PYTHONPATH": f"{build_dir / function}{os.pathsep}{built_layer}",
+            "OTEL_TRACES_EXPORTER": "none",
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+            "AWS_LAMBDA_FUNCTION_NAME": function,
+            "AWS_DEFAULT_REGION": "eu-west-1",
+            "PATH": "/usr/bin:/bin",
+        },
+        cwd=build_dir / function,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    response = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (response["statusCode"], json.loads(response["body"])) == (200, {"status": "ok"})

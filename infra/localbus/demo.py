@@ -1,10 +1,10 @@
-"""The local demo: real servers on 127.0.0.1, two Lambda-style handlers using the ObservabilityLayer, events
-through a real Kafka broker, then what a user wants to see: accepted ids, one trace per event across both
+"""The local demo: real servers on 127.0.0.1, IngestFunction's handler (loaded as Lambda loads it) taking
+CloudEvents over API Gateway REST events and producing them to a real Kafka broker, a consumer reading them
+back as one Lambda Kafka batch, then what a user wants to see: accepted ids, one trace per event across both
 functions (from the OTLP receiver), key metrics (from Prometheus) and a captured error's event id.
 
-Run with `make demo` (add ARGS=--keep to leave the servers running). Until the bus's own functions land,
-the two handlers here stand in for IngestFunction and KafkaConsumerFunction: they show the layer's
-wrappers, propagation through Kafka headers and batch links, not the bus's behaviour.
+Run with `make demo` (add ARGS=--keep to leave the servers running). The consumer here is a stand-in on the
+layer until KafkaConsumerFunction lands; it shows propagation through Kafka headers and batch links.
 """
 
 from __future__ import annotations
@@ -23,22 +23,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from observability import Telemetry
+from observability.tracing import kafka_headers_as_text
 from opentelemetry.trace import SpanKind
 
 from localbus import servers
 from localbus.context import LambdaContext
+from localbus.functions import load_handler_module
 from localbus.traces import ReceivedSpan
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("LOCALBUS_STATE_DIR") or ROOT / ".local" / "demo")
-TOPIC = "events"
+TOPICS = ("orders", "payments", "customers")  # where functions/ingest/routes.json sends the events below
 EVENTS = [
-    ("com.example.order.created", "/shop/orders", {"order_id": "o-1001", "amount": 42.5}),
-    ("com.example.order.paid", "/shop/payments", {"order_id": "o-1001", "method": "card"}),
+    ("com.example.order.created", "/shop/orders", {"order_id": "o-1001", "amount": 42.5, "currency": "EUR"}),
+    ("com.example.payment.captured", "/shop/payments", {"order_id": "o-1001", "method": "card"}),
     ("com.example.customer.updated", "/crm", {"customer_id": "c-7", "tier": "gold"}),
 ]
 
@@ -77,46 +79,30 @@ def start_stack() -> Stack:
         prometheus = servers.start_prometheus(logs, data_dir, pushgateway.url)
         started.callback(prometheus.stop)
         admin = AdminClient({"bootstrap.servers": kafka.url})
-        admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])[TOPIC].result(10)
+        for future in admin.create_topics(
+            [NewTopic(topic, num_partitions=1, replication_factor=1) for topic in TOPICS]
+        ).values():
+            future.result(10)
         started.pop_all()
     return Stack(kafka, otlp, pushgateway, prometheus)
 
 
-def function_telemetry(stack: Stack, function_name: str) -> Telemetry:
-    """What each function's execution environment builds from its environment variables at init."""
-    return Telemetry.from_environment(
-        {
-            "OTEL_SERVICE_NAME": function_name,
-            "AWS_LAMBDA_FUNCTION_NAME": function_name,
-            "AWS_REGION": "us-east-1",
-            "ENVIRONMENT": "local",
-            "VERSION": "demo",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp.http_endpoint,
-            "PUSHGATEWAY_URL": stack.pushgateway.url,
-            "TELEMETRY_FLUSH_TIMEOUT_MS": "2000",
-        }
-    )
+def function_environment(stack: Stack, function_name: str) -> dict[str, str]:
+    """What a function's environment variables say on the local stage (see template.yaml's Globals)."""
+    return {
+        "OTEL_SERVICE_NAME": function_name,
+        "AWS_LAMBDA_FUNCTION_NAME": function_name,
+        "AWS_REGION": "us-east-1",
+        "ENVIRONMENT": "local",
+        "VERSION": "demo",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp.http_endpoint,
+        "PUSHGATEWAY_URL": stack.pushgateway.url,
+        "TELEMETRY_FLUSH_TIMEOUT_MS": "2000",
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka.url,
+    }
 
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
-
-
-def ingest_handler(telemetry: Telemetry, producer: Producer) -> Handler:
-    @telemetry.http_handler
-    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        if event["resource"] == "/api/error":
-            raise RuntimeError("demo failure requested by GET /api/error")
-        body = json.loads(event["body"])
-        with telemetry.kafka_operation("produce", TOPIC) as produce:
-            value = json.dumps(body).encode()
-            headers = [("ce_type", body["type"].encode()), ("ce_source", body["source"].encode())]
-            producer.produce(TOPIC, value=value, key=body["id"], headers=headers + telemetry.kafka_headers())
-            producer.flush(5)
-            produce.record_message(len(value), key=body["id"])
-        telemetry.metrics.inc("events_produced_total", event_type=body["type"], topic=TOPIC, source=body["source"])
-        return {"statusCode": 202, "body": json.dumps({"accepted": [body["id"]]})}
-
-    return handler
 
 
 def consumer_handler(telemetry: Telemetry) -> Handler:
@@ -126,14 +112,15 @@ def consumer_handler(telemetry: Telemetry) -> Handler:
         contexts = [telemetry.context_from_kafka_headers(record["headers"]) for record in records]
         with telemetry.span("deliver batch", kind=SpanKind.CONSUMER, links=telemetry.links(contexts)):
             for record, record_context in zip(records, contexts, strict=True):
-                body = json.loads(base64.b64decode(record["value"]))
+                # CloudEvents' Kafka binary mode: the attributes are ce_* headers, the value is the data
+                attributes = kafka_headers_as_text(record["headers"])
+                event_type, source = attributes.get("ce_type", "unknown"), attributes.get("ce_source", "unknown")
                 lag = time.time() - record["timestamp"] / 1000
                 telemetry.metrics.observe("kafka_consumer_lag_seconds", lag, topic=record["topic"])
-                with telemetry.event_processing(
-                    body["type"], body["source"], kind=SpanKind.CONSUMER, context=record_context
-                ):
+                with telemetry.event_processing(event_type, source, kind=SpanKind.CONSUMER, context=record_context):
+                    json.loads(base64.b64decode(record["value"]) or b"null")
                     telemetry.metrics.inc(
-                        "events_consumed_total", event_type=body["type"], topic=record["topic"], source=body["source"]
+                        "events_consumed_total", event_type=event_type, topic=record["topic"], source=source
                     )
         return {"batchItemFailures": []}
 
@@ -149,14 +136,14 @@ def header_pairs(headers: object) -> list[tuple[str, bytes | None]]:
 def poll_as_lambda_event(bootstrap: str, count: int) -> dict[str, Any]:
     """Read `count` records and shape them the way Lambda's Kafka event source mapping delivers them."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(TOPIC, 0, 0)])
-    records: list[dict[str, Any]] = []
+    consumer.assign([TopicPartition(topic, 0, 0) for topic in TOPICS])
+    records: dict[str, list[dict[str, Any]]] = defaultdict(list)
     deadline = time.monotonic() + 15
-    while len(records) < count and time.monotonic() < deadline:
+    while sum(len(batch) for batch in records.values()) < count and time.monotonic() < deadline:
         message = consumer.poll(0.2)
         if message is None or message.error():
             continue
-        records.append(
+        records[f"{message.topic()}-{message.partition()}"].append(
             {
                 "topic": message.topic(),
                 "partition": message.partition(),
@@ -169,17 +156,22 @@ def poll_as_lambda_event(bootstrap: str, count: int) -> dict[str, Any]:
             }
         )
     consumer.close()
-    return {"eventSource": "SelfManagedKafka", "records": {f"{TOPIC}-0": records}}
+    return {"eventSource": "SelfManagedKafka", "records": dict(records)}
 
 
-def api_event(method: str, resource: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def api_event(
+    method: str, resource: str, body: dict[str, Any] | None = None, query: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An API Gateway REST (v1) proxy event, as EventBusApi hands it to IngestFunction."""
     return {
         "resource": resource,
         "path": resource,
         "httpMethod": method,
-        "headers": {"content-type": "application/cloudevents+json"},
+        "headers": {"Content-Type": "application/cloudevents+json", "X-Forwarded-Proto": "http"},
+        "queryStringParameters": query,
         "requestContext": {"requestId": uuid.uuid4().hex, "stage": "local"},
         "body": json.dumps(body) if body is not None else None,
+        "isBase64Encoded": False,
     }
 
 
@@ -201,29 +193,31 @@ def print_trace(spans: list[ReceivedSpan]) -> None:
 
 
 def run_demo(stack: Stack) -> None:
-    ingest_telemetry = function_telemetry(stack, "demo-ingest")
-    consumer_telemetry = function_telemetry(stack, "demo-consumer")
-    producer = Producer(
-        {
-            "bootstrap.servers": stack.kafka.url,
-            "enable.idempotence": True,
-            "acks": "all",
-            "log.connection.close": False,
-        }
-    )
-    ingest = ingest_handler(ingest_telemetry, producer)
+    os.environ.update(function_environment(stack, "ingest"))
+    ingest: Handler = load_handler_module("ingest", "ingest").handler
+    consumer_telemetry = Telemetry.from_environment(function_environment(stack, "demo-consumer"))
     consume = consumer_handler(consumer_telemetry)
 
-    print("\n== Sending events through the ingest handler (POST /events) ==")
+    def call(event: dict[str, Any]) -> dict[str, Any]:
+        response = ingest(event, LambdaContext(function_name="ingest"))
+        return {"status": response["statusCode"], **json.loads(response["body"])}
+
+    print("\n== IngestFunction: GET /health?deep=1 ==")
+    print(f"  {call(api_event('GET', '/health', query={'deep': '1'}))}")
+    print("\n== IngestFunction: POST /events (application/cloudevents+json) ==")
     accepted: list[str] = []
     for event_type, source, data in EVENTS:
         cloud_event = {"specversion": "1.0", "id": uuid.uuid4().hex, "type": event_type, "source": source, "data": data}
-        response = ingest(api_event("POST", "/events", cloud_event), LambdaContext(function_name="demo-ingest"))
-        accepted += json.loads(response["body"])["accepted"]
-        print(f"  {response['statusCode']}  {event_type}  id={cloud_event['id']}")
-    error = ingest(api_event("GET", "/api/error"), LambdaContext(function_name="demo-ingest"))
-    error_id = json.loads(error["body"])["event_id"]
-    print(f"  {error['statusCode']}  GET /api/error  problem+json event_id={error_id}")
+        answer = call(api_event("POST", "/events", cloud_event))
+        accepted += answer["accepted"]
+        (result,) = answer["results"]
+        where = f"{result['topic']}[{result['partition']}]@{result['offset']}"
+        print(f"  {answer['status']}  {event_type}  id={result['id']}  -> {where}")
+    cdc = call(api_event("GET", "/api/cdc", query={"connector": "orders-db", "table": "orders", "operation": "update"}))
+    print(f"  {cdc['status']}  GET /api/cdc  {cdc['recorded']}")
+    error = call(api_event("GET", "/api/error", query={"type": "value"}))
+    error_id = error["event_id"]
+    print(f"  {error['status']}  GET /api/error  problem+json event_id={error_id}")
 
     print("\n== Consuming them as one Kafka batch (the consumer handler) ==")
     batch = poll_as_lambda_event(stack.kafka.url, len(accepted))
@@ -233,7 +227,12 @@ def run_demo(stack: Stack) -> None:
     store = stack.otlp.store
     # consumer: invocation + batch + one per record; ingest: request + produce per event, and the failed request
     consumer_spans = store.wait_for(lambda found: len(found) >= len(EVENTS) + 2, "demo-consumer")
-    spans = consumer_spans + store.wait_for(lambda found: len(found) >= 2 * len(EVENTS) + 1, "demo-ingest")
+
+    def ingest_done(found: list[ReceivedSpan]) -> bool:
+        names = [span.name for span in found]
+        return names.count("POST /events") == len(EVENTS) and "GET /api/error" in names
+
+    spans = consumer_spans + store.wait_for(ingest_done, "ingest")
     by_trace: dict[str, list[ReceivedSpan]] = defaultdict(list)
     for span in spans:
         by_trace[span.trace_id].append(span)
@@ -247,13 +246,16 @@ def run_demo(stack: Stack) -> None:
         "events produced by type": "sum by (event_type) (events_produced_total)",
         "events consumed by type": "sum by (event_type) (events_consumed_total)",
         "errors captured": "sum by (job, component, error_type) (errors_captured_total)",
+        "Kafka produce operations": "sum by (topic, status) (kafka_operations_total)",
+        "CDC events": "sum by (connector, table, operation) (cdc_events_total)",
         "cold starts": "sum by (job) (lambda_cold_starts_total)",
     }
     stack.prometheus.wait_for_pushgateway()
-    invocations = 'sum(lambda_invocations_total{job=~"demo-.*"})'
+    invocations = 'sum(lambda_invocations_total{job=~"ingest|demo-consumer"})'
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:  # until the scrape after the last push has landed
-        if [float(s["value"][1]) for s in stack.prometheus.query(invocations)] == [len(EVENTS) + 2]:
+        # ingest: health, the events, cdc, error; the consumer: one batch
+        if [float(s["value"][1]) for s in stack.prometheus.query(invocations)] == [len(EVENTS) + 4]:
             break
         time.sleep(0.25)
     for title, expression in queries.items():
@@ -264,7 +266,6 @@ def run_demo(stack: Stack) -> None:
 
     print("\n== The captured error ==")
     print(f"  event id {error_id}: the 500 answer, the JSON log line above and the span event share it")
-    producer.flush(1)
 
 
 def main() -> None:

@@ -26,13 +26,15 @@ def test_demo_shows_connected_traces_metrics_and_the_error_id(tmp_path: Path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
-    assert out.count("  202  ") == 3
-    # each event's trace crosses both handlers: request -> produce -> processing in the consumer
-    chains = re.findall(r"POST /events  \[demo-ingest\]\n\s+produce events  \[demo-ingest\]\n\s+process \S+", out)
-    assert len(chains) == 3
+    assert out.count("  202  com.example.") == 3
+    # each event's trace crosses both functions: request -> produce -> processing in the consumer
+    chains = re.findall(r"POST /events  \[ingest\]\n\s+produce (\S+)  \[ingest\]\n\s+process \S+", out)
+    assert sorted(chains) == ["customers", "orders", "payments"]
     assert "deliver batch  [demo-consumer]  (links: 3)" in out
     assert "{endpoint=/events, status=202} = 3" in out
-    assert "{component=http, error_type=RuntimeError, job=demo-ingest} = 1" in out
+    assert "{connector=orders-db, operation=update, table=orders} = 1" in out
+    assert "{component=http, error_type=ValueError, job=ingest} = 1" in out
+    assert "{'status': 'ok', 'kafka': {'brokers': 1" in out
     (event_id,) = re.findall(r"problem\+json event_id=([0-9a-f]{32})", out)
     assert f'"event_id":"{event_id}"' in out, "the JSON log line carries the same event id"
     assert "Servers stopped." in out

@@ -232,6 +232,7 @@ class Telemetry:
             error_type=error_type,
             error_message=message,
             handled=handled,
+            service=self.settings.service_name,
             trace_id=trace_id,
             span_id=span_id,
             request_id=invocation.request_id if invocation else None,

@@ -21,6 +21,7 @@ class ErrorRecord:
     error_type: str
     error_message: str
     handled: bool
+    service: str | None = None
     trace_id: str | None = None
     span_id: str | None = None
     request_id: str | None = None
@@ -43,6 +44,7 @@ class ErrorRecord:
             "error_type": self.error_type,
             "error_message": self.error_message,
             "handled": self.handled,
+            "service": self.service,
             "trace_id": self.trace_id,
             "span_id": self.span_id,
             "request_id": self.request_id,

@@ -20,7 +20,13 @@ from observability.types import LambdaContext
 
 telemetry = get_telemetry()
 settings = IngestSettings.from_env()
-producer = EventProducer(KafkaSettings.from_env(), telemetry, delivery_timeout_s=settings.produce_timeout_s)
+producer = EventProducer(
+    KafkaSettings.from_env(),
+    telemetry,
+    delivery_timeout_s=settings.produce_timeout_s,
+    # the client's own size cap sits above MAX_EVENT_BYTES, leaving room for the trace headers it adds
+    extra_config={"message.max.bytes": settings.max_event_bytes + 64 * 1024},
+)
 idempotency: Idempotency = (
     DynamoDBIdempotency(settings.idempotency_table, settings.idempotency_ttl_s, function_name=telemetry.function_name)
     if settings.idempotency_table

@@ -167,6 +167,37 @@ class TestAccepted:
         assert json.loads(record.value()) == {"hello": "world"}
         assert record.key() == b"s-1"
 
+    def test_data_and_extensions_follow_the_kafka_binding(self, ingest, kafka_bootstrap):
+        text_event = cloud_event(type="demo.text", data="hello", flagged=True, attempt=3)
+        status, _, body = call(
+            ingest, api_request(body=json.dumps(text_event), headers={"Content-Type": "application/cloudevents+json"})
+        )
+        assert status == 202, body
+        (record,) = records_with_id(kafka_bootstrap, "events", text_event["id"])
+        assert record.value() == b'"hello"', "JSON data stays JSON: a string is written as a JSON string"
+        assert (header(record, "ce_flagged"), header(record, "ce_attempt")) == (b"true", b"3")
+
+    def test_binary_mode_keeps_the_body_byte_for_byte(self, ingest, kafka_bootstrap):
+        event_id = uuid.uuid4().hex
+        raw = b'{"amount": 1.50, "note": "not re-encoded"}'
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": event_id,
+            "ce-source": "/s",
+            "ce-type": "demo.raw",
+            "Content-Type": "application/json",
+        }
+        assert call(ingest, api_request(body=raw, headers=headers))[0] == 202
+        (record,) = records_with_id(kafka_bootstrap, "events", event_id)
+        assert record.value() == raw
+
+    def test_an_event_just_under_the_size_limit_is_accepted(self, ingest, kafka_bootstrap):
+        big = cloud_event(type="demo.big", data={"blob": "x" * 999_000})
+        status, _, body = call(
+            ingest, api_request(body=json.dumps(big), headers={"Content-Type": "application/cloudevents+json"})
+        )
+        assert status == 202, body
+
     def test_base64_bodies_from_api_gateway_are_decoded(self, ingest):
         event = cloud_event()
         status, _, body = call(
@@ -249,6 +280,24 @@ class TestRejected:
         )
         assert_problem(status, headers, problem, 413)
 
+    @pytest.mark.parametrize(
+        ("attributes", "detail"),
+        [
+            ({"id": "\ud800"}, "lone surrogate"),
+            ({"subject": "a\udfffb"}, "lone surrogate"),
+            ({"myext": {"a": 1}}, "extension 'myext'"),
+            ({"myext": 1.5}, "extension 'myext'"),
+            ({"myext": 2**40}, "extension 'myext'"),
+        ],
+    )
+    def test_attributes_kafka_cannot_carry_are_400(self, ingest, attributes, detail):
+        body = json.dumps(cloud_event(**attributes))  # json escapes lone surrogates as \udXXX
+        status, headers, problem = call(
+            ingest, api_request(body=body, headers={"Content-Type": "application/cloudevents+json"})
+        )
+        assert_problem(status, headers, problem, 400)
+        assert detail in problem["detail"]
+
     def test_unknown_routes_and_methods(self, ingest):
         assert_problem(*call(ingest, api_request(method="GET", resource="/nowhere")), 404)
         status, headers, problem = call(ingest, api_request(method="GET", resource="/events"))
@@ -257,6 +306,17 @@ class TestRejected:
 
 
 class TestBrokerDown:
+    def test_little_time_left_answers_503_before_the_lambda_timeout(self, monkeypatch):
+        module = load_function("ingest", "ingest", base_env(f"127.0.0.1:{free_port()}"), monkeypatch)
+        started = time.monotonic()
+        status, headers, problem = call(
+            module,
+            api_request(body=json.dumps(cloud_event()), headers={"Content-Type": "application/cloudevents+json"}),
+            timeout_s=0.8,
+        )
+        assert_problem(status, headers, problem, 503)
+        assert time.monotonic() - started < 0.8, "answered inside the invocation's time"
+
     def test_503_inside_the_bound_with_per_event_results_and_nothing_accepted(self, monkeypatch):
         env = base_env(f"127.0.0.1:{free_port()}", PRODUCE_TIMEOUT_MS="500")
         module = load_function("ingest", "ingest", env, monkeypatch)
@@ -311,6 +371,18 @@ class TestIdempotency:
         records = records_with_id(kafka_bootstrap, "orders", event["id"], count=2, timeout=3)
         assert len(records) == 1
 
+    def test_an_event_another_request_is_producing_is_409(self, with_table):
+        from ingest.idempotency import DynamoDBIdempotency
+
+        event = cloud_event()
+        other_request = DynamoDBIdempotency("idempotency", 3600, function_name="ingest")
+        assert other_request.claim(event["source"], event["id"], 60_000).state.value == "new"
+        status, headers, problem = call(
+            with_table, api_request(body=json.dumps(event), headers={"Content-Type": "application/cloudevents+json"})
+        )
+        assert_problem(status, headers, problem, 409)
+        assert problem["errors"][0]["status"] == "in_progress"
+
     def test_a_batch_retry_produces_only_the_missing_events(self, with_table, kafka_bootstrap):
         first, second = cloud_event(), cloud_event()
         call(with_table, api_request(body=json.dumps(first), headers={"Content-Type": "application/cloudevents+json"}))
@@ -322,6 +394,26 @@ class TestIdempotency:
         )
         assert status == 202
         assert [result["status"] for result in body["results"]] == ["duplicate", "accepted"]
+
+
+def test_an_unreachable_idempotency_table_is_503_without_internals(kafka_bootstrap, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():  # no table was created
+        module = load_function("ingest", "ingest", base_env(kafka_bootstrap, IDEMPOTENCY_TABLE="missing"), monkeypatch)
+        event = cloud_event()
+        status, headers, problem = call(
+            module, api_request(body=json.dumps(event), headers={"Content-Type": "application/cloudevents+json"})
+        )
+    assert_problem(status, headers, problem, 503)
+    (result,) = problem["results"]
+    assert (result["status"], result["detail"]) == (
+        "failed",
+        "the idempotency store did not answer; the event was not produced",
+    )
+    assert "ResourceNotFound" not in json.dumps(problem)
+    assert records_with_id(kafka_bootstrap, "orders", event["id"], timeout=2) == []
 
 
 class TestRoutes:

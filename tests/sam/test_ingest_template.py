@@ -443,3 +443,10 @@ def test_outputs():
     }
     assert outputs["EventBusApiLocalUrl"]["Condition"] == "IsLocal"
     assert "ObservabilityLayerArn" in outputs
+
+
+def test_the_api_passes_any_body_through_as_bytes():
+    """Binary-mode CloudEvents may carry any body; without binary media types API Gateway would hand it over
+    as UTF-8 text and mangle it."""
+    api = load_template()["Resources"]["EventBusApi"]["Properties"]
+    assert api["BinaryMediaTypes"] == ["*~1*"]

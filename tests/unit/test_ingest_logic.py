@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import boto3
 import pytest
@@ -121,3 +122,59 @@ class TestKafkaSettings:
     def test_incomplete_security_settings_fail_at_start_up(self, environ):
         with pytest.raises(ConfigError):
             KafkaSettings.from_env(environ)
+
+
+class TestDeliveryOutcomes:
+    """What each delivery report means for the idempotency claim and the answer (in-memory fakes of the
+    producer and the store: the real ones are exercised in tests/functional/test_ingest.py)."""
+
+    def test_the_kafka_error_decides_between_not_sent_and_unknown(self):
+        from confluent_kafka import KafkaError
+        from eventbus.producer import DELIVERED, NOT_SENT, UNKNOWN, _outcome
+
+        assert _outcome(None, None) == UNKNOWN, "no report by the deadline: it was in flight"
+        assert _outcome(KafkaError(KafkaError._PURGE_QUEUE), None) == NOT_SENT
+        assert _outcome(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None) == NOT_SENT
+        assert _outcome(KafkaError(KafkaError._MSG_TIMED_OUT), None) == UNKNOWN
+        assert _outcome(BufferError("queue full"), None) == NOT_SENT
+        assert _outcome(None, object()) == DELIVERED
+
+    def test_unknown_outcomes_keep_their_claim_and_not_sent_ones_release_it(self):
+        from eventbus.producer import DELIVERED, NOT_SENT, UNKNOWN, Delivery
+        from ingest.errors import UnavailableError
+        from ingest.idempotency import Claim, ClaimState
+        from ingest.service import IngestService
+        from ingest.validation import SchemaRegistry
+
+        calls: list[tuple[str, str]] = []
+
+        class Store:
+            def claim(self, source, event_id, remaining_ms):
+                calls.append(("claim", event_id))
+                return Claim(ClaimState.NEW)
+
+            def complete(self, source, event_id, delivery):
+                calls.append(("complete", event_id))
+
+            def release(self, source, event_id, reason):
+                calls.append(("release", event_id))
+
+        outcomes = {"a": DELIVERED, "b": NOT_SENT, "c": UNKNOWN}
+
+        class Producer:
+            def send(self, records, timeout_s):
+                return [Delivery(record, outcomes[record.event_id], partition=0, offset=1) for record in records]
+
+        service = IngestService(
+            IngestSettings(),
+            producer=Producer,
+            idempotency=Store(),
+            schemas=SchemaRegistry(Path("/nonexistent")),
+        )
+        events = [event(id=name) for name in "abc"]
+        with pytest.raises(UnavailableError) as raised:
+            service.accept(events, time_left_s=5)
+        statuses = {result["id"]: result["status"] for result in raised.value.results}
+        assert statuses == {"a": "accepted", "b": "failed", "c": "unknown"}
+        assert sorted(call for call in calls if call[0] != "claim") == [("complete", "a"), ("release", "b")]
+        assert "possibly on the broker" in raised.value.detail

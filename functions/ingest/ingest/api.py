@@ -4,6 +4,7 @@ calls the service, and maps the outcome to a response; errors become problem+jso
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -16,9 +17,17 @@ from cloudevents.core.v1.event import CloudEvent
 from observability import HttpRequest, Telemetry, parse_api_gateway_event
 from observability.types import LambdaContext
 
-from ingest.errors import IngestError, MalformedRequestError, MethodNotAllowedError, NotFoundError, problem_response
+from ingest.errors import (
+    IngestError,
+    MalformedRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    problem_response,
+)
 from ingest.parsing import parse_events, read_request
 from ingest.service import EventResult, IngestService
+
+logger = logging.getLogger(__name__)
 
 RESPONSE_RESERVE_S = 0.1
 """Kept back from the invocation's remaining time for the response itself (the telemetry flush has its own)."""

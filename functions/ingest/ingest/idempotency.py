@@ -6,11 +6,15 @@ retry can produce it."""
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+
+logger = logging.getLogger(__name__)
+STORE_UNAVAILABLE = "the idempotency store did not answer; the event was not produced"
 
 
 class ClaimState(enum.Enum):
@@ -51,8 +55,11 @@ class NoIdempotency:
 class DynamoDBIdempotency:
     def __init__(self, table: str, ttl_s: int, *, function_name: str) -> None:
         from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+        from botocore.config import Config
 
-        self._store: BasePersistenceLayer = DynamoDBPersistenceLayer(table_name=table)
+        # botocore's defaults (60 s timeouts, retries) could outlast the invocation: fail fast instead
+        boto_config = Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 2, "mode": "standard"})
+        self._store: BasePersistenceLayer = DynamoDBPersistenceLayer(table_name=table, boto_config=boto_config)
         config = IdempotencyConfig(
             event_key_jmespath="[source, id]", expires_after_seconds=ttl_s, raise_on_no_idempotency_key=True
         )
@@ -72,13 +79,15 @@ class DynamoDBIdempotency:
                 record = exists.old_data_record or self._store.get_record(data)
             except IdempotencyItemNotFoundError:  # expired and removed in between: claim again next time
                 return Claim(ClaimState.IN_PROGRESS, detail="the event's idempotency record changed; retry")
-            except Exception as error:
-                return Claim(ClaimState.UNAVAILABLE, detail=f"idempotency store: {error}")
+            except Exception:
+                logger.warning("idempotency record of %s/%s could not be read", source, event_id, exc_info=True)
+                return Claim(ClaimState.UNAVAILABLE, detail=STORE_UNAVAILABLE)
             if record is not None and record.status == "COMPLETED":
                 return Claim(ClaimState.DUPLICATE, previous=record.response_json_as_dict() or {})
             return Claim(ClaimState.IN_PROGRESS, detail="another request is producing this event; retry later")
-        except Exception as error:  # the store is down or throttling: do not produce blind
-            return Claim(ClaimState.UNAVAILABLE, detail=f"idempotency store: {error}")
+        except Exception:  # the store is down or throttling: do not produce blind
+            logger.warning("idempotency claim of %s/%s failed", source, event_id, exc_info=True)
+            return Claim(ClaimState.UNAVAILABLE, detail=STORE_UNAVAILABLE)
         return Claim(ClaimState.NEW)
 
     def complete(self, source: str, event_id: str, delivery: dict[str, Any]) -> None:
@@ -86,10 +95,10 @@ class DynamoDBIdempotency:
         try:
             self._store.save_success({"source": source, "id": event_id}, delivery)
         except Exception:
-            return
+            logger.warning("idempotency record of %s/%s not completed", source, event_id, exc_info=True)
 
     def release(self, source: str, event_id: str, reason: str) -> None:
         try:
             self._store.delete_record({"source": source, "id": event_id}, RuntimeError(reason))
-        except Exception:
-            return  # the INPROGRESS record expires with the invocation's remaining time
+        except Exception:  # the INPROGRESS record expires on its own
+            logger.warning("idempotency claim of %s/%s not released", source, event_id, exc_info=True)

@@ -146,9 +146,12 @@ def _batch(items: list[Any]) -> list[BaseCloudEvent]:
 def _binary(request: IncomingRequest) -> BaseCloudEvent:
     _check_specversion(request.headers.get("ce-specversion"))
     try:
-        return _checked(from_binary(HTTPMessage(headers=request.headers, body=request.body), EVENT_FORMAT, CloudEvent))
+        parsed = from_binary(HTTPMessage(headers=request.headers, body=request.body), EVENT_FORMAT, CloudEvent)
+        # binary mode carries the data as opaque bytes: keep them exactly as sent (no JSON round trip)
+        event = CloudEvent(parsed.get_attributes(), request.body or None)
     except Exception as error:
         raise MalformedRequestError(_describe(error)) from None
+    return _checked(event)
 
 
 def _plain(request: IncomingRequest) -> BaseCloudEvent:
@@ -176,13 +179,39 @@ def _plain(request: IncomingRequest) -> BaseCloudEvent:
         raise MalformedRequestError(_describe(error)) from None
 
 
+CORE_ATTRIBUTES = frozenset({"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"})
+INT32 = range(-(2**31), 2**31)
+
+
 def _checked(event: BaseCloudEvent) -> BaseCloudEvent:
-    """Checks the SDK leaves to us: the three identifying attributes are non-empty strings."""
+    """Checks the SDK leaves to us: the identifying attributes are non-empty strings, every text is valid
+    Unicode (no lone surrogates, which Kafka headers could not carry), and extension values have a
+    CloudEvents type (string, 32-bit integer, boolean; not objects, arrays or floats)."""
+    attributes = event.get_attributes()
     for name in ("id", "source", "type"):
-        value = event.get_attributes().get(name)
+        value = attributes.get(name)
         if not isinstance(value, str) or not value:
             raise MalformedRequestError(f"attribute {name!r} must be a non-empty string")
+    for name, value in attributes.items():
+        if isinstance(value, str):
+            _check_text(value, f"attribute {name!r}")
+        elif name not in CORE_ATTRIBUTES and value is not None:
+            valid = isinstance(value, bool) or (isinstance(value, int) and value in INT32)
+            if not valid:
+                raise MalformedRequestError(
+                    f"extension {name!r} must be a string, a 32-bit integer or a boolean, got {type(value).__name__}"
+                )
+    data = event.get_data()
+    if isinstance(data, str):
+        _check_text(data, "data")
     return event
+
+
+def _check_text(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedRequestError(f"{what} is not valid Unicode text (a lone surrogate)") from None
 
 
 def _describe(error: Exception) -> str:

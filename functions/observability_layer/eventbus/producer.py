@@ -22,13 +22,24 @@ if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message, Producer
 
 
+DELIVERED, NOT_SENT, UNKNOWN = "delivered", "not_sent", "unknown"
+
+
 @dataclass(frozen=True)
 class Delivery:
+    """A record's fate: `delivered` (the broker acknowledged it), `not_sent` (it never reached the broker, or
+    the broker refused it: safe to send again), or `unknown` (in flight when the wait ended, or timed out
+    there: the broker may have it)."""
+
     record: KafkaRecord
-    ok: bool
+    outcome: str
     partition: int | None = None
     offset: int | None = None
     error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == DELIVERED
 
 
 KAFKA_LOGGER = logging.getLogger("eventbus.kafka")
@@ -44,28 +55,40 @@ class EventProducer:
         delivery_timeout_s: float = 5.0,
         extra_config: dict[str, Any] | None = None,
     ) -> None:
-        from confluent_kafka import Producer
-
         self.settings = settings
         self._telemetry = telemetry
-        config = settings.client_config() | {
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            # librdkafka gives up on a record on its own after this, whatever the caller's deadline
-            "message.timeout.ms": max(1, int(delivery_timeout_s * 1000)),
-            "log.connection.close": False,
-            "error_cb": self._on_client_error,
-            # librdkafka's own log lines go through logging (WARNING and up), not straight to stderr
-            "logger": KAFKA_LOGGER,
-        }
-        self._producer: Producer = Producer(config | (extra_config or {}))
+        self._fatal = False
+        self._config = (
+            settings.client_config()
+            | {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                # librdkafka gives up on a record on its own after this, whatever the caller's deadline
+                "message.timeout.ms": max(1, int(delivery_timeout_s * 1000)),
+                "log.connection.close": False,
+                "error_cb": self._on_client_error,
+                # librdkafka's own log lines go through logging (WARNING and up), not straight to stderr
+                "logger": KAFKA_LOGGER,
+            }
+            | (extra_config or {})
+        )
+        self._producer = self._create()
+
+    def _create(self) -> Producer:
+        from confluent_kafka import Producer
+
+        self._fatal = False
+        return Producer(self._config)
 
     def _on_client_error(self, error: KafkaError) -> None:
         from confluent_kafka import KafkaError as Errors
 
         if error.code() in (Errors._ALL_BROKERS_DOWN, Errors._TRANSPORT):
             self._broker_status(0)
+        if error.fatal():  # e.g. the idempotent producer was fenced: this instance can send nothing more
+            KAFKA_LOGGER.warning("fatal Kafka producer error, the producer will be recreated: %s", error)
+            self._fatal = True
 
     def _broker_status(self, up: int) -> None:
         self._telemetry.metrics.set("kafka_connection_status", up, broker=self.settings.first_broker)
@@ -73,10 +96,13 @@ class EventProducer:
     def send(self, records: Sequence[KafkaRecord], timeout_s: float) -> list[Delivery]:
         """Produce every record and wait for its delivery report, at most `timeout_s` in all.
 
-        A record without an acknowledgement by then is reported failed (and purged from the local queue,
-        so it is not sent later behind the caller's back; one already in flight may still land, which is
-        why consumers deduplicate by event source and id).
+        Records still in the local queue then are purged (`not_sent`: they will not be sent behind the
+        caller's back); records in flight are `unknown` (the broker may have them), which is why consumers
+        deduplicate by event source and id. A producer that hit a fatal error is recreated first.
         """
+        if self._fatal:
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+            self._producer = self._create()
         deadline = time.monotonic() + max(0.0, timeout_s)
         reports: dict[int, tuple[object, object]] = {}
         spans: list[Span] = []
@@ -138,9 +164,9 @@ class EventProducer:
 
     def _finish(self, record: KafkaRecord, span: Span, error: object, message: object) -> Delivery:
         metrics = self._telemetry.metrics
-        ok = error is None and message is not None and not _message_error(message)
-        if ok and isinstance(message, _message_type()):
-            delivery = Delivery(record, ok=True, partition=message.partition(), offset=message.offset())
+        outcome = _outcome(error, message)
+        if outcome == DELIVERED and isinstance(message, _message_type()):
+            delivery = Delivery(record, DELIVERED, partition=message.partition(), offset=message.offset())
             span.set_attribute("messaging.destination.partition.id", str(delivery.partition))
             span.set_attribute("messaging.kafka.offset", delivery.offset or 0)
             metrics.inc("events_produced_total", event_type=record.event_type, topic=record.topic, source=record.source)
@@ -148,11 +174,17 @@ class EventProducer:
             self._broker_status(1)
         else:
             reason = str(error) if error is not None else NOT_ACKNOWLEDGED
-            delivery = Delivery(record, ok=False, error=reason)
+            delivery = Delivery(record, outcome, error=reason)
             span.set_status(Status(StatusCode.ERROR, reason[:256]))
             span.set_attribute("error.type", type(error).__name__ if error is not None else "timeout")
+            span.set_attribute("eventbus.delivery.outcome", outcome)
+            if _is_fatal(error):
+                self._fatal = True
         metrics.inc(
-            "kafka_operations_total", operation="produce", topic=record.topic, status="success" if ok else "error"
+            "kafka_operations_total",
+            operation="produce",
+            topic=record.topic,
+            status="success" if delivery.ok else "error",
         )
         span.end()
         return delivery
@@ -176,3 +208,35 @@ def _message_type() -> type[Message]:
 
 def _message_error(message: object) -> bool:
     return isinstance(message, _message_type()) and message.error() is not None
+
+
+def _kafka_error(error: object) -> KafkaError | None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        return error.args[0]
+    return error if isinstance(error, KafkaError) else None
+
+
+def _is_fatal(error: object) -> bool:
+    kafka_error = _kafka_error(error)
+    return kafka_error is not None and kafka_error.fatal()
+
+
+def _outcome(error: object, message: object) -> str:
+    """What a delivery report (or its absence) says about where the record is."""
+    if error is None and message is not None and not _message_error(message):
+        return DELIVERED
+    if error is None:  # no report by the deadline: the record was in flight
+        return UNKNOWN
+    kafka_error = _kafka_error(error)
+    if kafka_error is None:  # raised by produce() itself: the record never left
+        return NOT_SENT
+    from confluent_kafka import KafkaError
+
+    if kafka_error.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._PURGE_INFLIGHT, KafkaError._TIMED_OUT):
+        return UNKNOWN
+    if kafka_error.fatal() or kafka_error.retriable():
+        # a fenced or failing producer may have written some of its in-flight batch
+        return UNKNOWN
+    return NOT_SENT  # purged from the queue, or refused by the broker (too large, not authorized, ...)

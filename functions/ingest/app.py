@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventbus.idempotency import DynamoDBIdempotency, Idempotency, NoIdempotency
 from eventbus.kafka_settings import KafkaSettings
 from eventbus.producer import EventProducer
 from ingest.api import Api
-from ingest.idempotency import DynamoDBIdempotency, Idempotency, NoIdempotency
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from ingest.validation import SchemaRegistry

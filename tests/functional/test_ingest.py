@@ -372,11 +372,11 @@ class TestIdempotency:
         assert len(records) == 1
 
     def test_an_event_another_request_is_producing_is_409(self, with_table):
-        from ingest.idempotency import DynamoDBIdempotency
+        from eventbus.idempotency import DynamoDBIdempotency
 
         event = cloud_event()
         other_request = DynamoDBIdempotency("idempotency", 3600, function_name="ingest")
-        assert other_request.claim(event["source"], event["id"], 60_000).state.value == "new"
+        assert other_request.claim({"source": event["source"], "id": event["id"]}, 60_000).state.value == "new"
         status, headers, problem = call(
             with_table, api_request(body=json.dumps(event), headers={"Content-Type": "application/cloudevents+json"})
         )
@@ -410,7 +410,7 @@ def test_an_unreachable_idempotency_table_is_503_without_internals(kafka_bootstr
     (result,) = problem["results"]
     assert (result["status"], result["detail"]) == (
         "failed",
-        "the idempotency store did not answer; the event was not produced",
+        "the idempotency store did not answer; nothing was done",
     )
     assert "ResourceNotFound" not in json.dumps(problem)
     assert records_with_id(kafka_bootstrap, "orders", event["id"], timeout=2) == []

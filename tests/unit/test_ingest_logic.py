@@ -140,24 +140,24 @@ class TestDeliveryOutcomes:
         assert _outcome(None, object()) == DELIVERED
 
     def test_unknown_outcomes_keep_their_claim_and_not_sent_ones_release_it(self):
+        from eventbus.idempotency import Claim, ClaimState
         from eventbus.producer import DELIVERED, NOT_SENT, UNKNOWN, Delivery
         from ingest.errors import UnavailableError
-        from ingest.idempotency import Claim, ClaimState
         from ingest.service import IngestService
         from ingest.validation import SchemaRegistry
 
         calls: list[tuple[str, str]] = []
 
         class Store:
-            def claim(self, source, event_id, remaining_ms):
-                calls.append(("claim", event_id))
+            def claim(self, key, hold_ms):
+                calls.append(("claim", key["id"]))
                 return Claim(ClaimState.NEW)
 
-            def complete(self, source, event_id, delivery):
-                calls.append(("complete", event_id))
+            def complete(self, key, result):
+                calls.append(("complete", key["id"]))
 
-            def release(self, source, event_id, reason):
-                calls.append(("release", event_id))
+            def release(self, key, reason):
+                calls.append(("release", key["id"]))
 
         outcomes = {"a": DELIVERED, "b": NOT_SENT, "c": UNKNOWN}
 

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
+from eventbus.idempotency import Claim, ClaimState, Idempotency
 from eventbus.producer import DELIVERED, NOT_SENT, UNKNOWN, Delivery, EventProducer
 from eventbus.records import KafkaRecord, to_kafka_record
 
 from ingest.errors import ConflictError, UnavailableError
-from ingest.idempotency import Claim, ClaimState, Idempotency
 from ingest.routing import TopicRouter, partition_key
 from ingest.settings import IngestSettings
 from ingest.validation import SchemaRegistry, check_batch, ensure_unique_ids
@@ -101,7 +101,7 @@ class IngestService:
         def claim(event: BaseCloudEvent) -> Claim:
             if time.monotonic() >= deadline:
                 return Claim(ClaimState.UNAVAILABLE, detail=NO_TIME_LEFT)
-            return self._idempotency.claim(event.get_source(), event.get_id(), hold_ms)
+            return self._idempotency.claim(_key(event), hold_ms)
 
         return _each(claim, list(events))
 
@@ -109,9 +109,9 @@ class IngestService:
         event, delivery = item
         if delivery.outcome == DELIVERED:
             position = {"topic": delivery.record.topic, "partition": delivery.partition, "offset": delivery.offset}
-            self._idempotency.complete(event.get_source(), event.get_id(), position)
+            self._idempotency.complete(_key(event), position)
         elif delivery.outcome == NOT_SENT:
-            self._idempotency.release(event.get_source(), event.get_id(), delivery.error or "not sent")
+            self._idempotency.release(_key(event), delivery.error or "not sent")
         # UNKNOWN: the claim stays until it expires, so that a retry cannot produce a second copy meanwhile
 
     @staticmethod
@@ -188,3 +188,7 @@ def _each[T, U](function: Callable[[T], U], items: list[T]) -> list[U]:
         return [function(item) for item in items]
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CALLS, len(items))) as pool:
         return list(pool.map(function, items))
+
+
+def _key(event: BaseCloudEvent) -> dict[str, str]:
+    return {"source": event.get_source(), "id": event.get_id()}

@@ -58,6 +58,7 @@ lint: $(VENV)/.installed  ## ruff and mypy (strict on functions/ and infra/)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@for handler in functions/*/app.py; do echo "mypy $$handler"; $(VENV)/bin/mypy "$$handler" || exit 1; done
 
 .PHONY: test
 test: setup lint  ## the whole suite: lint, types, unit, functional (real servers), SAM checks

@@ -214,6 +214,12 @@ class TestRejected:
             ("{not json", {"Content-Type": "application/cloudevents+json"}, 400, "not valid JSON"),
             (json.dumps({**cloud_event(), "id": None}), {"Content-Type": "application/cloudevents+json"}, 400, "id"),
             (
+                json.dumps({k: v for k, v in cloud_event().items() if k != "id"}),
+                {"Content-Type": "application/cloudevents+json"},
+                400,
+                "'id' is required",
+            ),
+            (
                 json.dumps({k: v for k, v in cloud_event().items() if k != "source"}),
                 {"Content-Type": "application/cloudevents+json"},
                 400,

@@ -102,6 +102,12 @@ def _json(body: bytes) -> Any:  # noqa: ANN401 - any JSON value
         raise MalformedRequestError(f"the body is not valid JSON: {error}") from None
 
 
+def _check_present(attributes: Mapping[str, Any], name: str) -> None:
+    """The SDK would make up a missing id; a client's retry would then be a different event."""
+    if name not in attributes:
+        raise MalformedRequestError(f"attribute {name!r} is required")
+
+
 def _check_specversion(value: object) -> None:
     if value != "1.0":
         raise MalformedRequestError(f"specversion must be '1.0', got {value!r}")
@@ -122,6 +128,7 @@ def _structured(item: object, index: int | None) -> BaseCloudEvent:
 
 def _check_structured(item: dict[str, Any]) -> None:
     _check_specversion(item.get("specversion"))
+    _check_present(item, "id")
     if "data" in item and "data_base64" in item:
         raise MalformedRequestError("data and data_base64 are mutually exclusive")
 
@@ -145,6 +152,7 @@ def _batch(items: list[Any]) -> list[BaseCloudEvent]:
 
 def _binary(request: IncomingRequest) -> BaseCloudEvent:
     _check_specversion(request.headers.get("ce-specversion"))
+    _check_present({name.removeprefix("ce-"): value for name, value in request.headers.items()}, "id")
     try:
         parsed = from_binary(HTTPMessage(headers=request.headers, body=request.body), EVENT_FORMAT, CloudEvent)
         # binary mode carries the data as opaque bytes: keep them exactly as sent (no JSON round trip)

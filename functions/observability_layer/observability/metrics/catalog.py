@@ -66,6 +66,20 @@ CATALOG: tuple[MetricSpec, ...] = (
         ("topic",),
         LAG_BUCKETS,
     ),
+    # delivery to subscribers (KafkaConsumerFunction)
+    MetricSpec(
+        "deliveries_total",
+        "counter",
+        "Deliveries to subscription targets by outcome (delivered, duplicate, retry, dead_lettered)",
+        ("subscription", "target_type", "outcome"),
+    ),
+    MetricSpec(
+        "delivery_duration_seconds",
+        "histogram",
+        "Time one delivery to a subscription target took",
+        ("subscription", "target_type"),
+        DURATION_BUCKETS,
+    ),
     # CDC
     MetricSpec("cdc_events_total", "counter", "Change events handled", ("connector", "table", "operation")),
     MetricSpec("cdc_connector_status", "gauge", "1 when the CDC connector is running, else 0", ("connector",)),

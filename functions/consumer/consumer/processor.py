@@ -1,0 +1,257 @@
+"""One batch from the Kafka event source mapping: every record ends delivered, reported for retry, or
+dead-lettered, never dropped silently.
+
+- A record that cannot decode (poison) goes to the DLQ with its reason and is not retried.
+- Each matching subscription gets the event once (idempotency key: subscription + source + id).
+- A transient delivery failure reports the record in `batchItemFailures` ({"partition": "<topic>-<n>",
+  "offset": n}), and the rest of its partition in this batch too, so that the partition's order holds: the
+  mapping redelivers them, and subscriptions that already got them are skipped. After MAX_DELIVERY_ATTEMPTS
+  the record goes to the DLQ for that subscription, so one bad target never blocks a partition for good.
+- A permanent failure (the target refused the event) goes to the DLQ at once.
+- When the DLQ itself cannot be written, the record is reported for retry: it is never lost.
+
+Powertools' BatchProcessor (EventType.Kafka) walks the records in order and builds the partial response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.kafka_event import KafkaEventRecord
+from cloudevents.core.base import BaseCloudEvent
+from eventbus.idempotency import ClaimState, Idempotency
+from observability import Telemetry
+from observability.types import LambdaContext
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from consumer.dead_letters import DeadLetter, DeadLetterQueue
+from consumer.decoding import PoisonRecordError, RawRecord, read_record, to_cloud_event
+from consumer.settings import ConsumerSettings
+from consumer.subscriptions import Subscription, matching
+from consumer.targets import Deliverer, DeliveryError
+
+DELIVERED, DUPLICATE, RETRY, DEAD_LETTERED = "delivered", "duplicate", "retry", "dead_lettered"
+MAX_TRACKED_ATTEMPTS = 10_000
+
+
+class RetryRecordError(Exception):
+    """Marks a record for the partial batch response (the mapping delivers it again)."""
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    time_left_s: float
+    blocked: set[str]  # partitions with an earlier failure in this batch
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        telemetry: Telemetry,
+        *,
+        deliverer: Deliverer,
+        dead_letters: DeadLetterQueue,
+        idempotency: Idempotency,
+    ) -> None:
+        self.settings = settings
+        self.telemetry = telemetry
+        self._deliverer = deliverer
+        self._dead_letters = dead_letters
+        self._idempotency = idempotency
+        # delivery attempts per (partition, offset, subscription) in this execution environment; the mapping's
+        # MaximumRetryAttempts and MaximumRecordAgeInSeconds bound retries across environments
+        self._attempts: OrderedDict[tuple[str, int, str], int] = OrderedDict()
+
+    def handle(self, event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+        records = _records(event)
+        producer_contexts = [self.telemetry.context_from_kafka_headers(record.get("headers")) for record in records]
+        topics = sorted({str(record.get("topic")) for record in records})
+        attributes: dict[str, AttributeValue] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "consume",
+            "messaging.batch.message_count": len(records),
+            "messaging.destination.name": topics[0] if len(topics) == 1 else ",".join(topics),
+        }
+        time_left = context.get_remaining_time_in_millis() / 1000 if context is not None else 60.0
+        batch = BatchContext(time_left_s=time_left, blocked=set())
+        contexts_by_record = {id(record): ctx for record, ctx in zip(records, producer_contexts, strict=True)}
+        with self.telemetry.span(
+            f"process {attributes['messaging.destination.name']!s}",
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=self.telemetry.links(producer_contexts),
+        ):
+
+            def record_handler(record: KafkaEventRecord) -> None:
+                raw = record.raw_event
+                self._process(raw, contexts_by_record.get(id(raw), Context()), batch)
+
+            processor = BatchProcessor(event_type=EventType.Kafka, raise_on_entire_batch_failure=False)
+            return dict(process_partial_response(event=dict(event), record_handler=record_handler, processor=processor))
+
+    # one record
+
+    def _process(self, record: Mapping[str, Any], producer_context: Context, batch: BatchContext) -> None:
+        partition_id = f"{record.get('topic')}-{record.get('partition')}"
+        if partition_id in batch.blocked:
+            raise RetryRecordError(f"an earlier record of {partition_id} is being retried; order is kept")
+        try:
+            raw = read_record(record)
+            event = to_cloud_event(
+                raw, max_bytes=self.settings.max_record_bytes, plain_event_type=self.settings.default_event_type
+            )
+        except PoisonRecordError as poison:
+            self._poison(record, poison, batch)
+            return
+        self._measure(raw)
+        if event is None:
+            return  # a tombstone: nothing to deliver
+        outcomes = self._deliver_all(raw, event, producer_context, batch)
+        if RETRY in outcomes:
+            batch.blocked.add(raw.partition_id)
+            raise RetryRecordError(f"delivery of {event.get_id()} will be retried")
+
+    def _poison(self, record: Mapping[str, Any], poison: PoisonRecordError, batch: BatchContext) -> None:
+        context = {"topic": record.get("topic"), "partition": record.get("partition"), "offset": record.get("offset")}
+        event_id = self.telemetry.capture_error(poison, "consumer", "decode", {**context, "reason": poison.reason})
+        self.telemetry.metrics.inc(
+            "kafka_operations_total", operation="consume", topic=record.get("topic"), status="error"
+        )
+        try:
+            raw: RawRecord | dict[str, Any] = read_record(record)
+        except PoisonRecordError:
+            raw = dict(record)
+        if not self._dead_letter(DeadLetter.of(raw, f"poison record: {poison.reason}", event_id)):
+            batch.blocked.add(f"{record.get('topic')}-{record.get('partition')}")
+            raise RetryRecordError("the poison record could not be dead-lettered; kept for a retry") from poison
+
+    def _measure(self, raw: RawRecord) -> None:
+        metrics = self.telemetry.metrics
+        metrics.inc("kafka_operations_total", operation="consume", topic=raw.topic, status="success")
+        metrics.observe("kafka_message_size_bytes", raw.size, operation="consume", topic=raw.topic)
+        if raw.timestamp_ms is not None:
+            metrics.observe(
+                "kafka_consumer_lag_seconds", max(0.0, time.time() - raw.timestamp_ms / 1000), topic=raw.topic
+            )
+
+    def _deliver_all(
+        self, raw: RawRecord, event: BaseCloudEvent, producer_context: Context, batch: BatchContext
+    ) -> list[str]:
+        outcomes: list[str] = []
+        with self.telemetry.event_processing(
+            event.get_type(), event.get_source(), kind=SpanKind.CONSUMER, context=producer_context
+        ) as processing:
+            processing.set_attribute("messaging.system", "kafka")
+            processing.set_attribute("messaging.destination.name", raw.topic)
+            processing.set_attribute("messaging.destination.partition.id", str(raw.partition))
+            processing.set_attribute("messaging.kafka.offset", raw.offset)
+            processing.set_attribute("messaging.message.id", event.get_id())
+            self.telemetry.metrics.inc(
+                "events_consumed_total", event_type=event.get_type(), topic=raw.topic, source=event.get_source()
+            )
+            outcomes.extend(
+                self._deliver(subscription, raw, event, batch)
+                for subscription in matching(self.settings.subscriptions, event)
+            )
+        return outcomes
+
+    def _deliver(self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, batch: BatchContext) -> str:
+        key = {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
+        claim = self._idempotency.claim(key, int(batch.time_left_s * 1000))
+        if claim.state is ClaimState.DUPLICATE:
+            self._count(subscription, DUPLICATE, 0.0)
+            return DUPLICATE
+        if claim.state is not ClaimState.NEW:  # being delivered elsewhere, or the store is down: later
+            self._count(subscription, RETRY, 0.0)
+            return RETRY
+        started = time.perf_counter()
+        with self.telemetry.span(
+            f"deliver {subscription.name}",
+            kind=SpanKind.PRODUCER if subscription.target.type in ("kafka", "sqs", "sns") else SpanKind.CLIENT,
+            attributes={"eventbus.subscription": subscription.name, "eventbus.target.type": subscription.target.type},
+        ) as span:
+            try:
+                self._deliverer.deliver(subscription, event, self.telemetry.http_headers())
+            except DeliveryError as failure:
+                span.set_status(Status(StatusCode.ERROR, failure.reason[:256]))
+                self._idempotency.release(key, failure.reason)
+                outcome = self._after_failure(subscription, raw, event, failure)
+                self._count(subscription, outcome, time.perf_counter() - started)
+                return outcome
+        self._idempotency.complete(key, {"delivered_at": time.time()})
+        self._count(subscription, DELIVERED, time.perf_counter() - started)
+        return DELIVERED
+
+    def _after_failure(
+        self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, failure: DeliveryError
+    ) -> str:
+        attempts = self._attempt(raw, subscription)
+        context = {
+            "event_type": event.get_type(),
+            "source": event.get_source(),
+            "event_id": event.get_id(),
+            "subscription": subscription.name,
+            "topic": raw.topic,
+            "partition": raw.partition,
+            "offset": raw.offset,
+            "attempt": attempts,
+            "transient": failure.transient,
+        }
+        event_id = self.telemetry.capture_error(failure, "consumer", f"deliver {subscription.name}", context)
+        if failure.transient and attempts < self.settings.max_delivery_attempts:
+            return RETRY
+        why = "refused" if not failure.transient else f"failed {attempts} times"
+        letter = DeadLetter.of(
+            raw,
+            f"delivery to {subscription.name} {why}: {failure.reason}",
+            event_id,
+            subscription=subscription.name,
+            event={"id": event.get_id(), "type": event.get_type(), "source": event.get_source()},
+        )
+        return DEAD_LETTERED if self._dead_letter(letter) else RETRY
+
+    def _dead_letter(self, letter: DeadLetter) -> bool:
+        try:
+            self._dead_letters.send(letter)
+        except Exception as error:
+            self.telemetry.capture_error(
+                error, "consumer", "dead-letter", {"topic": letter.topic, "offset": letter.offset}
+            )
+            return False
+        return True
+
+    def _attempt(self, raw: RawRecord, subscription: Subscription) -> int:
+        key = (raw.partition_id, raw.offset, subscription.name)
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+        self._attempts.move_to_end(key)
+        while len(self._attempts) > MAX_TRACKED_ATTEMPTS:
+            self._attempts.popitem(last=False)
+        return self._attempts[key]
+
+    def _count(self, subscription: Subscription, outcome: str, seconds: float) -> None:
+        labels = {"subscription": subscription.name, "target_type": subscription.target.type}
+        self.telemetry.metrics.inc("deliveries_total", 1.0, outcome=outcome, **labels)
+        if outcome not in (DUPLICATE,):
+            self.telemetry.metrics.observe("delivery_duration_seconds", seconds, **labels)
+
+
+def _records(event: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+    batches = event.get("records")
+    if not isinstance(batches, Mapping):
+        return []
+    return [
+        record
+        for batch in batches.values()
+        if isinstance(batch, list)
+        for record in batch
+        if isinstance(record, Mapping)
+    ]

@@ -1,0 +1,358 @@
+"""KafkaConsumerFunction in-process: events produced by IngestFunction on the real broker (tansu) are read
+back, shaped exactly as the event source mapping sends them, and delivered to SQS and SNS (moto), a real
+local webhook receiver that checks the signature, and another Kafka topic; traces continue the producing
+requests'; poison records are dead-lettered; a target that is down gets exactly its records retried."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from localbus.context import LambdaContext
+from localbus.kafka_events import lambda_event, lambda_record
+from localbus.processes import free_port
+from moto import mock_aws
+from support.functions import load_function
+from support.kafka import header, read_topic
+from support.webhook import WebhookReceiver
+
+pytestmark = pytest.mark.servers
+
+REGION = "us-east-1"
+SECRET = "webhook-secret"
+
+
+@dataclass
+class Aws:
+    sqs: Any
+    sns: Any
+    target_queue: str
+    topic_queue: str
+    topic_arn: str
+    dlq: str
+
+    def messages(self, queue_url: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not batch:
+                return found
+            found.extend(batch)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        sqs, sns = boto3.client("sqs", region_name=REGION), boto3.client("sns", region_name=REGION)
+        target_queue = sqs.create_queue(QueueName="fulfilment")["QueueUrl"]
+        topic_queue = sqs.create_queue(QueueName="crm-mirror")["QueueUrl"]
+        dlq = sqs.create_queue(QueueName="bus-dlq")["QueueUrl"]
+        topic_arn = sns.create_topic(Name="crm")["TopicArn"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=topic_queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName="idempotency",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield Aws(sqs, sns, target_queue, topic_queue, topic_arn, dlq)
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(SECRET)
+    yield receiver
+    receiver.stop()
+
+
+def subscriptions(aws: Aws, webhook_url: str, copy_topic: str) -> str:
+    return json.dumps(
+        [
+            {
+                "name": "fulfilment",
+                "match": {"type": "com.example.order.*"},
+                "target": {"type": "sqs", "url": aws.target_queue},
+            },
+            {
+                "name": "order-copy",
+                "match": {"type": "com.example.order.created"},
+                "target": {"type": "kafka", "topic": copy_topic},
+            },
+            {
+                "name": "billing-hook",
+                "match": {"type": "com.example.payment.*", "source": "/shop/payments"},
+                "target": {"type": "webhook", "url": webhook_url},
+            },
+            {
+                "name": "crm",
+                "match": {"type": "com.example.customer.updated"},
+                "target": {"type": "sns", "arn": aws.topic_arn},
+            },
+        ]
+    )
+
+
+def consumer_env(bootstrap: str, aws: Aws, subs: str, **extra: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_SERVICE_NAME": "consumer-test",
+        "AWS_LAMBDA_FUNCTION_NAME": "consumer",
+        "SUBSCRIPTIONS": subs,
+        "DLQ_URL": aws.dlq,
+        "WEBHOOK_SECRET": SECRET,
+        **extra,
+    }
+
+
+def produce_through_ingest(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch, events: list[dict[str, Any]], trace_id: str
+) -> None:
+    ingest = load_function(
+        "ingest", "ingest", {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OTEL_TRACES_EXPORTER": "none"}, monkeypatch
+    )
+    for event in events:
+        request = {
+            "resource": "/events",
+            "path": "/events",
+            "httpMethod": "POST",
+            "headers": {
+                "Content-Type": "application/cloudevents+json",
+                "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01",
+            },
+            "requestContext": {"requestId": uuid.uuid4().hex},
+            "body": json.dumps(event),
+            "isBase64Encoded": False,
+        }
+        response = ingest.handler(request, LambdaContext(function_name="ingest"))
+        assert response["statusCode"] == 202, response
+
+
+def batch_for(
+    bootstrap: str, events: list[dict[str, Any]], topics: dict[str, str], source: str = "aws:kafka"
+) -> dict[str, Any]:
+    records = []
+    for event in events:
+        (message,) = read_topic(
+            bootstrap,
+            topics[event["id"]],
+            1,
+            accept=lambda m, event_id=event["id"]: header(m, "ce_id") == event_id.encode(),
+        )
+        records.append(lambda_record(message))
+    return lambda_event(records, source=source, bootstrap=bootstrap)
+
+
+def order(**extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "/shop/orders",
+        "type": "com.example.order.created",
+        "subject": f"o-{uuid.uuid4().hex[:6]}",
+        "data": {"order_id": "o-1", "amount": 10, "currency": "EUR"},
+        **extra,
+    }
+
+
+def payment(**extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "/shop/payments",
+        "type": "com.example.payment.captured",
+        "subject": "o-1",
+        "data": {"order_id": "o-1", "method": "card"},
+        **extra,
+    }
+
+
+def customer() -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "/crm",
+        "type": "com.example.customer.updated",
+        "data": {"tier": "gold"},
+    }
+
+
+def load_consumer(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleType:
+    return load_function("consumer", "consumer", env, monkeypatch)
+
+
+class TestDelivery:
+    def test_ingested_events_reach_sqs_sns_a_signed_webhook_and_kafka(self, kafka_bootstrap, aws, webhook, monkeypatch):
+        trace_id = uuid.uuid4().hex
+        events = [order(), payment(), customer()]
+        produce_through_ingest(kafka_bootstrap, monkeypatch, events, trace_id)
+        topics = {events[0]["id"]: "orders", events[1]["id"]: "payments", events[2]["id"]: "customers"}
+        batch = batch_for(kafka_bootstrap, events, topics)
+        copy_topic = f"orders-copy-{uuid.uuid4().hex[:6]}"
+        consumer = load_consumer(
+            monkeypatch, consumer_env(kafka_bootstrap, aws, subscriptions(aws, webhook.start(), copy_topic))
+        )
+
+        assert consumer.handler(batch, LambdaContext(function_name="consumer")) == {"batchItemFailures": []}
+
+        (queued,) = aws.messages(aws.target_queue)
+        body = json.loads(queued["Body"])
+        assert (body["id"], body["type"], body["data"]) == (events[0]["id"], events[0]["type"], events[0]["data"])
+        assert queued["MessageAttributes"]["traceparent"]["StringValue"].split("-")[1] == trace_id
+        (hooked,) = webhook.received
+        assert hooked["event"]["id"] == events[1]["id"]
+        assert hooked["headers"]["traceparent"].split("-")[1] == trace_id, "the delivery continues the request's trace"
+        assert webhook.rejected == 0
+        (mirrored,) = aws.messages(aws.topic_queue)
+        assert json.loads(mirrored["Body"])["id"] == events[2]["id"]
+        (copied,) = read_topic(kafka_bootstrap, copy_topic, 1)
+        assert header(copied, "ce_id") == events[0]["id"].encode()
+        assert header(copied, "traceparent").decode().split("-")[1] == trace_id
+        assert aws.messages(aws.dlq) == []
+
+        metrics = consumer.telemetry.metrics
+        labels = {"event_type": "com.example.order.created", "topic": "orders", "source": "/shop/orders"}
+        assert metrics.value("events_consumed_total", **labels) == 1
+        assert metrics.value("kafka_operations_total", operation="consume", topic="orders", status="success") == 1
+        assert metrics.value("kafka_consumer_lag_seconds", topic="orders") == 1
+        assert (
+            metrics.value("deliveries_total", subscription="billing-hook", target_type="webhook", outcome="delivered")
+            == 1
+        )
+
+    def test_self_managed_kafka_events_are_handled_the_same(self, kafka_bootstrap, aws, webhook, monkeypatch):
+        events = [payment()]
+        produce_through_ingest(kafka_bootstrap, monkeypatch, events, uuid.uuid4().hex)
+        batch = batch_for(kafka_bootstrap, events, {events[0]["id"]: "payments"}, source="SelfManagedKafka")
+        assert "eventSourceArn" not in batch
+        consumer = load_consumer(
+            monkeypatch, consumer_env(kafka_bootstrap, aws, subscriptions(aws, webhook.start(), "x"))
+        )
+        assert consumer.handler(batch, LambdaContext(function_name="consumer")) == {"batchItemFailures": []}
+        assert [hook["event"]["id"] for hook in webhook.received] == [events[0]["id"]]
+
+
+def raw_record(
+    topic: str, offset: int, value: bytes | str | None, headers: list[tuple[str, bytes]] = ()
+) -> dict[str, Any]:
+    encoded = value if isinstance(value, str) or value is None else base64.b64encode(value).decode()
+    return {
+        "topic": topic,
+        "partition": 0,
+        "offset": offset,
+        "timestamp": 1_795_000_000_000,
+        "timestampType": "CREATE_TIME",
+        "value": encoded,
+        "headers": [{name: list(data)} for name, data in headers],
+    }
+
+
+class TestFailures:
+    def test_poison_records_are_dead_lettered_with_their_reason_and_not_retried(
+        self, kafka_bootstrap, aws, monkeypatch
+    ):
+        consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, "[]", MAX_RECORD_BYTES="2048"))
+        records = [
+            raw_record("orders", 10, "!!not base64!!"),
+            raw_record("orders", 11, b"{not json"),
+            raw_record(
+                "orders", 12, b'{"x": 1}', [("ce_specversion", b"1.0"), ("ce_type", b"t"), ("ce_source", b"/s")]
+            ),
+            raw_record("orders", 13, b"x" * 5000),
+        ]
+        response = consumer.handler(lambda_event(records), LambdaContext(function_name="consumer"))
+        assert response == {"batchItemFailures": []}
+        letters = {json.loads(m["Body"])["offset"]: json.loads(m["Body"]) for m in aws.messages(aws.dlq)}
+        assert sorted(letters) == [10, 11, 12, 13]
+        assert "not valid base64" in letters[10]["reason"]
+        assert "neither a CloudEvent nor JSON" in letters[11]["reason"]
+        assert "invalid CloudEvent" in letters[12]["reason"]
+        assert "the limit is 2048" in letters[13]["reason"]
+        assert base64.b64decode(letters[11]["value_base64"]) == b"{not json", "the original bytes travel along"
+        assert all(len(letter["error_event_id"]) == 32 and letter["topic"] == "orders" for letter in letters.values())
+
+    def test_a_target_that_is_down_gets_exactly_its_records_retried(self, kafka_bootstrap, aws, monkeypatch):
+        events = [payment(), order(), payment()]
+        produce_through_ingest(kafka_bootstrap, monkeypatch, events, uuid.uuid4().hex)
+        topics = {e["id"]: "payments" if "payment" in e["type"] else "orders" for e in events}
+        batch = batch_for(kafka_bootstrap, events, topics)
+        down = f"http://127.0.0.1:{free_port()}/hook"
+        consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, subscriptions(aws, down, "x")))
+
+        response = consumer.handler(batch, LambdaContext(function_name="consumer"))
+
+        payment_records = next(records for key, records in batch["records"].items() if key.startswith("payments-"))
+        expected = [
+            {"itemIdentifier": {"partition": f"payments-{r['partition']}", "offset": r["offset"]}}
+            for r in payment_records
+        ]
+        assert sorted(response["batchItemFailures"], key=lambda f: f["itemIdentifier"]["offset"]) == expected
+        assert [json.loads(m["Body"])["id"] for m in aws.messages(aws.target_queue)] == [events[1]["id"]]
+        assert aws.messages(aws.dlq) == []
+
+    def test_after_the_last_attempt_the_record_goes_to_the_dlq_instead(self, kafka_bootstrap, aws, monkeypatch):
+        events = [payment()]
+        produce_through_ingest(kafka_bootstrap, monkeypatch, events, uuid.uuid4().hex)
+        batch = batch_for(kafka_bootstrap, events, {events[0]["id"]: "payments"})
+        down = f"http://127.0.0.1:{free_port()}/hook"
+        consumer = load_consumer(
+            monkeypatch, consumer_env(kafka_bootstrap, aws, subscriptions(aws, down, "x"), MAX_DELIVERY_ATTEMPTS="2")
+        )
+        first = consumer.handler(batch, LambdaContext(function_name="consumer"))
+        second = consumer.handler(batch, LambdaContext(function_name="consumer"))
+        assert len(first["batchItemFailures"]) == 1
+        assert second == {"batchItemFailures": []}
+        (letter,) = [json.loads(m["Body"]) for m in aws.messages(aws.dlq)]
+        assert letter["subscription"] == "billing-hook"
+        assert "failed 2 times" in letter["reason"]
+        assert letter["event"]["id"] == events[0]["id"]
+
+    def test_a_refusing_webhook_is_dead_lettered_at_once(self, kafka_bootstrap, aws, webhook, monkeypatch):
+        webhook.status = 422
+        events = [payment()]
+        produce_through_ingest(kafka_bootstrap, monkeypatch, events, uuid.uuid4().hex)
+        batch = batch_for(kafka_bootstrap, events, {events[0]["id"]: "payments"})
+        consumer = load_consumer(
+            monkeypatch, consumer_env(kafka_bootstrap, aws, subscriptions(aws, webhook.start(), "x"))
+        )
+        assert consumer.handler(batch, LambdaContext(function_name="consumer")) == {"batchItemFailures": []}
+        (letter,) = [json.loads(m["Body"]) for m in aws.messages(aws.dlq)]
+        assert "refused" in letter["reason"]
+        assert "HTTP 422" in letter["reason"]
+
+
+class TestIdempotency:
+    def test_a_redelivered_batch_delivers_nothing_twice(self, kafka_bootstrap, aws, webhook, monkeypatch):
+        events = [order(), payment()]
+        produce_through_ingest(kafka_bootstrap, monkeypatch, events, uuid.uuid4().hex)
+        topics = {events[0]["id"]: "orders", events[1]["id"]: "payments"}
+        batch = batch_for(kafka_bootstrap, events, topics)
+        env = consumer_env(
+            kafka_bootstrap,
+            aws,
+            subscriptions(aws, webhook.start(), f"c-{uuid.uuid4().hex[:6]}"),
+            IDEMPOTENCY_TABLE="idempotency",
+        )
+        consumer = load_consumer(monkeypatch, env)
+        for _ in range(2):
+            assert consumer.handler(batch, LambdaContext(function_name="consumer")) == {"batchItemFailures": []}
+        assert len(aws.messages(aws.target_queue)) == 1
+        assert len(webhook.received) == 1
+        metrics = consumer.telemetry.metrics
+        assert metrics.value("deliveries_total", subscription="fulfilment", target_type="sqs", outcome="duplicate") == 1

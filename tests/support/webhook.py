@@ -1,0 +1,59 @@
+"""A real local HTTP webhook receiver that checks the bus's HMAC-SHA256 signature on every delivery."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class WebhookReceiver:
+    secret: str
+    status: int = 200
+    received: list[dict[str, Any]] = field(default_factory=list)
+    rejected: int = 0
+    server: ThreadingHTTPServer | None = None
+
+    def verify(self, signature: str | None, body: bytes) -> bool:
+        if not signature:
+            return False
+        parts = dict(part.split("=", 1) for part in signature.split(",") if "=" in part)
+        expected = hmac.new(self.secret.encode(), f"{parts.get('t')}.".encode() + body, hashlib.sha256).hexdigest()
+        fresh = abs(time.time() - int(parts.get("t", "0"))) < 300
+        return fresh and hmac.compare_digest(expected, parts.get("v1", ""))
+
+    def start(self) -> str:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if receiver.verify(self.headers.get("X-Eventbus-Signature"), body):
+                    receiver.received.append(
+                        {"event": json.loads(body), "headers": {k.lower(): v for k, v in self.headers.items()}}
+                    )
+                    status = receiver.status
+                else:
+                    receiver.rejected += 1
+                    status = 401
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/bus"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

@@ -1,0 +1,147 @@
+"""KafkaConsumerFunction's plain logic: subscriptions (format, matching), settings, record decoding."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from cloudevents.core.v1.event import CloudEvent
+from consumer.decoding import PoisonRecordError, read_record, to_cloud_event
+from consumer.settings import ConsumerSettings
+from consumer.subscriptions import matching, parse_subscriptions
+from consumer.targets import sign
+from observability import ConfigError
+
+
+def event(**attributes: object) -> CloudEvent:
+    return CloudEvent(
+        {"specversion": "1.0", "id": "1", "source": "/shop", "type": "com.example.order.created", **attributes}, None
+    )
+
+
+def subscription(match: dict, name: str = "s") -> str:
+    return json.dumps([{"name": name, "match": match, "target": {"type": "sqs", "url": "https://q"}}])
+
+
+class TestSubscriptions:
+    @pytest.mark.parametrize(
+        ("match", "expected"),
+        [
+            ({"type": "com.example.order.created"}, True),
+            ({"type": "com.example.order.*"}, True),
+            ({"type": "com.example.*"}, True),
+            ({"type": "*"}, True),
+            ({"type": "com.example.order"}, False),
+            ({"type": "com.example.payment.*"}, False),
+            ({"type": "com.example.*", "source": "/shop"}, True),
+            ({"type": "com.example.*", "source": "/crm"}, False),
+            ({"type": "*", "attributes": {"region": "eu", "priority": True}}, True),
+            ({"type": "*", "attributes": {"region": "us"}}, False),
+            ({"type": "*", "attributes": {"missing": "x"}}, False),
+        ],
+    )
+    def test_matching(self, match, expected):
+        subscriptions = parse_subscriptions(subscription(match), "SUBSCRIPTIONS")
+        assert bool(matching(subscriptions, event(region="eu", priority=True))) is expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "not json",
+            "{}",
+            '[{"name": "a"}]',
+            '[{"name": "a", "match": {"type": "x"}, "target": {"type": "ftp", "url": "x"}}]',
+            '[{"name": "a", "match": {"type": "x"}, "target": {"type": "sqs"}}]',
+            '[{"name": "a", "match": {"type": "a*b"}, "target": {"type": "sqs", "url": "u"}}]',
+            subscription({"type": "x"}, "dup")[:-1] + ", " + subscription({"type": "y"}, "dup")[1:],
+        ],
+    )
+    def test_a_bad_list_fails_start_up_naming_the_variable(self, text):
+        with pytest.raises(ConfigError) as raised:
+            ConsumerSettings.from_env({"SUBSCRIPTIONS": text})
+        assert str(raised.value).startswith("SUBSCRIPTIONS=")
+        assert "\n" not in str(raised.value)
+
+    def test_subscriptions_can_come_from_an_ssm_parameter(self):
+        read: list[str] = []
+
+        def read_parameter(name: str) -> str:
+            read.append(name)
+            return subscription({"type": "*"}, "from-ssm")
+
+        settings = ConsumerSettings.from_env({"SUBSCRIPTIONS_PARAMETER": "/bus/subs"}, read_parameter=read_parameter)
+        assert [s.name for s in settings.subscriptions] == ["from-ssm"]
+        assert read == ["/bus/subs"]
+
+    def test_the_shipped_subscriptions_are_valid(self):
+        assert ConsumerSettings.from_env({}).subscriptions
+
+
+def record(value: bytes | None, headers: list[tuple[str, bytes]] = (), offset: int = 7) -> dict:
+    return {
+        "topic": "orders",
+        "partition": 1,
+        "offset": offset,
+        "timestamp": 1,
+        "value": base64.b64encode(value).decode() if value is not None else None,
+        "headers": [{name: list(data)} for name, data in headers],
+    }
+
+
+class TestDecoding:
+    def decode(self, raw: dict):
+        return to_cloud_event(read_record(raw), max_bytes=10_000, plain_event_type="kafka.record")
+
+    def test_binary_structured_and_plain_json(self):
+        binary = self.decode(
+            record(
+                b'{"a": 1}',
+                [
+                    ("ce_specversion", b"1.0"),
+                    ("ce_id", b"i"),
+                    ("ce_type", b"t"),
+                    ("ce_source", b"/s"),
+                    ("content-type", b"application/json"),
+                ],
+            )
+        )
+        assert (binary.get_id(), binary.get_data()) == ("i", {"a": 1})
+        structured = self.decode(
+            record(json.dumps({"specversion": "1.0", "id": "j", "type": "t", "source": "/s", "data": [1]}).encode())
+        )
+        assert (structured.get_id(), structured.get_data()) == ("j", [1])
+        plain = self.decode(record(b'{"b": 2}'))
+        assert (plain.get_id(), plain.get_source(), plain.get_type()) == (
+            "orders-1-7",
+            "kafka://orders",
+            "kafka.record",
+        )
+
+    def test_a_tombstone_carries_no_event(self):
+        assert self.decode(record(None)) is None
+
+    def test_signed_header_bytes_from_java_producers(self):
+        raw = read_record({**record(b"{}"), "headers": [{"ce_id": [-61, -87]}]})
+        assert raw.header("ce_id") == "é".encode()
+
+    @pytest.mark.parametrize(
+        ("raw", "reason"),
+        [
+            ({**record(b"{}"), "value": "@@@"}, "not valid base64"),
+            (record(b"\xff\xfe"), "neither a CloudEvent nor JSON"),
+            (record(b"{}", [("ce_specversion", b"1.0"), ("ce_type", b"t"), ("ce_source", b"/s")]), "ce_id"),
+            (record(b"{}", [("ce_specversion", b"0.3"), ("ce_id", b"i")]), "specversion"),
+            (record(b"x" * 20_000), "the limit is 10000"),
+            ({**record(b"{}"), "headers": [{"h": "not a list"}]}, "byte values"),
+        ],
+    )
+    def test_poison(self, raw, reason):
+        with pytest.raises(PoisonRecordError, match=reason):
+            self.decode(raw)
+
+
+def test_webhook_signature_covers_timestamp_and_body():
+    assert sign("k", b"{}", 1700000000) == sign("k", b"{}", 1700000000)
+    assert sign("k", b"{}", 1700000000) != sign("k", b"{} ", 1700000000)
+    assert sign("k", b"{}", 1700000000).startswith("t=1700000000,v1=")

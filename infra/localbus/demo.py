@@ -1,19 +1,21 @@
 """The local demo: real servers on 127.0.0.1, IngestFunction's handler (loaded as Lambda loads it) taking
-CloudEvents over API Gateway REST events and producing them to a real Kafka broker, a consumer reading them
-back as one Lambda Kafka batch, then what a user wants to see: accepted ids, one trace per event across both
+CloudEvents over API Gateway REST events and producing them to a real Kafka broker, then what a user wants
+to see: accepted ids, one trace per event across both
 functions (from the OTLP receiver), key metrics (from Prometheus) and a captured error's event id.
+KafkaConsumerFunction's handler then takes the records as one SelfManagedKafka batch and delivers them.
 
-Run with `make demo` (add ARGS=--keep to leave the servers running). The consumer here is a stand-in on the
-layer until KafkaConsumerFunction lands; it shows propagation through Kafka headers and batch links.
+Run with `make demo` (add ARGS=--keep to leave the servers running). Both functions are loaded in this one
+process, one after the other, the way Lambda loads each in its own; their subscriptions' targets here are a
+local webhook receiver (it checks the HMAC signature) and another Kafka topic.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import time
 import uuid
@@ -26,14 +28,13 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
-from observability import Telemetry
-from observability.tracing import kafka_headers_as_text
-from opentelemetry.trace import SpanKind
 
 from localbus import servers
 from localbus.context import LambdaContext
 from localbus.functions import load_handler_module
+from localbus.kafka_events import lambda_event, lambda_record
 from localbus.traces import ReceivedSpan
+from localbus.webhook import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("LOCALBUS_STATE_DIR") or ROOT / ".local" / "demo")
@@ -93,6 +94,7 @@ def function_environment(stack: Stack, function_name: str) -> dict[str, str]:
         "OTEL_SERVICE_NAME": function_name,
         "AWS_LAMBDA_FUNCTION_NAME": function_name,
         "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
         "ENVIRONMENT": "local",
         "VERSION": "demo",
         "OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp.http_endpoint,
@@ -103,60 +105,59 @@ def function_environment(stack: Stack, function_name: str) -> dict[str, str]:
 
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+WEBHOOK_SECRET = secrets.token_hex(16)  # made per run: the demo's webhook checks it
+AUDIT_TOPIC = "orders-audit"
 
 
-def consumer_handler(telemetry: Telemetry) -> Handler:
-    @telemetry.lambda_handler(name="consume events", kind=SpanKind.CONSUMER, trigger="pubsub")
-    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        records = [record for batch in event["records"].values() for record in batch]
-        contexts = [telemetry.context_from_kafka_headers(record["headers"]) for record in records]
-        with telemetry.span("deliver batch", kind=SpanKind.CONSUMER, links=telemetry.links(contexts)):
-            for record, record_context in zip(records, contexts, strict=True):
-                # CloudEvents' Kafka binary mode: the attributes are ce_* headers, the value is the data
-                attributes = kafka_headers_as_text(record["headers"])
-                event_type, source = attributes.get("ce_type", "unknown"), attributes.get("ce_source", "unknown")
-                lag = time.time() - record["timestamp"] / 1000
-                telemetry.metrics.observe("kafka_consumer_lag_seconds", lag, topic=record["topic"])
-                with telemetry.event_processing(event_type, source, kind=SpanKind.CONSUMER, context=record_context):
-                    json.loads(base64.b64decode(record["value"]) or b"null")
-                    telemetry.metrics.inc(
-                        "events_consumed_total", event_type=event_type, topic=record["topic"], source=source
-                    )
-        return {"batchItemFailures": []}
+def consumer_environment(webhook: WebhookReceiver) -> dict[str, str]:
+    """KafkaConsumerFunction's subscriptions for the demo: payments and customers to a signed local webhook,
+    orders copied to another Kafka topic."""
+    subscriptions = [
+        {
+            "name": "billing-hook",
+            "match": {"type": "com.example.payment.*"},
+            "target": {"type": "webhook", "url": webhook.start()},
+        },
+        {
+            "name": "crm-hook",
+            "match": {"type": "com.example.customer.*"},
+            "target": {"type": "webhook", "url": webhook.url},
+        },
+        {
+            "name": "orders-audit",
+            "match": {"type": "com.example.order.*"},
+            "target": {"type": "kafka", "topic": AUDIT_TOPIC},
+        },
+    ]
+    return {"SUBSCRIPTIONS": json.dumps(subscriptions), "WEBHOOK_SECRET": WEBHOOK_SECRET}
 
-    return handler
 
-
-def header_pairs(headers: object) -> list[tuple[str, bytes | None]]:
-    if isinstance(headers, dict):
-        return [(str(key), value) for key, value in headers.items()]
-    return list(headers) if isinstance(headers, list) else []
+def read_back(bootstrap: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-audit", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    count, deadline = 0, time.monotonic() + 5
+    while time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is not None and not message.error():
+            count += 1
+        elif count:
+            break
+    consumer.close()
+    return count
 
 
 def poll_as_lambda_event(bootstrap: str, count: int) -> dict[str, Any]:
     """Read `count` records and shape them the way Lambda's Kafka event source mapping delivers them."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, 0) for topic in TOPICS])
-    records: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    records: list[dict[str, Any]] = []
     deadline = time.monotonic() + 15
-    while sum(len(batch) for batch in records.values()) < count and time.monotonic() < deadline:
+    while len(records) < count and time.monotonic() < deadline:
         message = consumer.poll(0.2)
-        if message is None or message.error():
-            continue
-        records[f"{message.topic()}-{message.partition()}"].append(
-            {
-                "topic": message.topic(),
-                "partition": message.partition(),
-                "offset": message.offset(),
-                "timestamp": message.timestamp()[1],
-                "timestampType": "CREATE_TIME",
-                "key": base64.b64encode(message.key() or b"").decode(),
-                "value": base64.b64encode(message.value() or b"").decode(),
-                "headers": [{key: list(value or b"")} for key, value in header_pairs(message.headers())],
-            }
-        )
+        if message is not None and not message.error():
+            records.append(lambda_record(message))
     consumer.close()
-    return {"eventSource": "SelfManagedKafka", "records": dict(records)}
+    return lambda_event(records, source="SelfManagedKafka", bootstrap=bootstrap)
 
 
 def api_event(
@@ -192,11 +193,18 @@ def print_trace(spans: list[ReceivedSpan]) -> None:
         show(root, 0)
 
 
-def run_demo(stack: Stack) -> None:
+def run_demo(stack: Stack, webhook: WebhookReceiver) -> None:
+    accepted, error_id = run_ingest(stack)
+    run_consumer(stack, webhook, len(accepted))
+    show_traces(stack)
+    show_metrics(stack)
+    print("\n== The captured error ==")
+    print(f"  event id {error_id}: the 500 answer, the JSON log line above and the span event share it")
+
+
+def run_ingest(stack: Stack) -> tuple[list[str], str]:
     os.environ.update(function_environment(stack, "ingest"))
     ingest: Handler = load_handler_module("ingest", "ingest").handler
-    consumer_telemetry = Telemetry.from_environment(function_environment(stack, "demo-consumer"))
-    consume = consumer_handler(consumer_telemetry)
 
     def call(event: dict[str, Any]) -> dict[str, Any]:
         response = ingest(event, LambdaContext(function_name="ingest"))
@@ -218,15 +226,30 @@ def run_demo(stack: Stack) -> None:
     error = call(api_event("GET", "/api/error", query={"type": "value"}))
     error_id = error["event_id"]
     print(f"  {error['status']}  GET /api/error  problem+json event_id={error_id}")
+    return accepted, error_id
 
-    print("\n== Consuming them as one Kafka batch (the consumer handler) ==")
-    batch = poll_as_lambda_event(stack.kafka.url, len(accepted))
-    print(f"  {consume(batch, LambdaContext(function_name='demo-consumer'))}")
 
+def run_consumer(stack: Stack, webhook: WebhookReceiver, count: int) -> None:
+    print("\n== KafkaConsumerFunction: the records as one SelfManagedKafka batch ==")
+    batch = poll_as_lambda_event(stack.kafka.url, count)
+    # loaded after ingest is done: each function is its own process in Lambda, with its own telemetry
+    os.environ.update(function_environment(stack, "consumer") | consumer_environment(webhook))
+    consume: Handler = load_handler_module("consumer", "consumer").handler
+    print(f"  partial batch response: {consume(batch, LambdaContext(function_name='consumer'))}")
+    for delivery in webhook.received:
+        event = delivery["event"]
+        print(f"  webhook (signature verified) got {event['type']} id={event['id']}")
+    audited = read_back(stack.kafka.url, AUDIT_TOPIC)
+    print(f"  Kafka topic {AUDIT_TOPIC} got {audited} record(s)")
+
+
+def show_traces(stack: Stack) -> None:
     print("\n== Traces (from the OTLP receiver): one per event, across both functions ==")
     store = stack.otlp.store
-    # consumer: invocation + batch + one per record; ingest: request + produce per event, and the failed request
-    consumer_spans = store.wait_for(lambda found: len(found) >= len(EVENTS) + 2, "demo-consumer")
+    # consumer: invocation + batch + one per record + one per delivery
+    consumer_spans = store.wait_for(
+        lambda found: sum(span.name.startswith("deliver ") for span in found) >= len(EVENTS), "consumer"
+    )
 
     def ingest_done(found: list[ReceivedSpan]) -> bool:
         names = [span.name for span in found]
@@ -240,18 +263,21 @@ def run_demo(stack: Stack) -> None:
         print(f"  trace {trace_id}")
         print_trace(trace_spans)
 
+
+def show_metrics(stack: Stack) -> None:
     print("\n== Metrics (from Prometheus, scraping the Pushgateway) ==")
     queries = {
         "HTTP requests by endpoint and status": "sum by (endpoint, status) (http_requests_total)",
         "events produced by type": "sum by (event_type) (events_produced_total)",
         "events consumed by type": "sum by (event_type) (events_consumed_total)",
         "errors captured": "sum by (job, component, error_type) (errors_captured_total)",
-        "Kafka produce operations": "sum by (topic, status) (kafka_operations_total)",
+        "Kafka operations": "sum by (operation, topic, status) (kafka_operations_total)",
         "CDC events": "sum by (connector, table, operation) (cdc_events_total)",
+        "deliveries": "sum by (subscription, target_type, outcome) (deliveries_total)",
         "cold starts": "sum by (job) (lambda_cold_starts_total)",
     }
     stack.prometheus.wait_for_pushgateway()
-    invocations = 'sum(lambda_invocations_total{job=~"ingest|demo-consumer"})'
+    invocations = 'sum(lambda_invocations_total{job=~"ingest|consumer"})'
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:  # until the scrape after the last push has landed
         # ingest: health, the events, cdc, error; the consumer: one batch
@@ -264,20 +290,20 @@ def run_demo(stack: Stack) -> None:
             labels = ", ".join(f"{k}={v}" for k, v in sorted(sample["metric"].items()))
             print(f"      {{{labels}}} = {sample['value'][1]}")
 
-    print("\n== The captured error ==")
-    print(f"  event id {error_id}: the 500 answer, the JSON log line above and the span event share it")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the servers running after the demo")
     args = parser.parse_args()
     stack = start_stack()
+    webhook = WebhookReceiver(WEBHOOK_SECRET)
     try:
-        run_demo(stack)
+        run_demo(stack, webhook)
     except BaseException:
         stack.stop()
         raise
+    finally:
+        webhook.stop()
     if not args.keep:
         stack.stop()
         print("\nServers stopped. `make demo ARGS=--keep` leaves them running to explore.")

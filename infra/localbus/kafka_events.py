@@ -16,17 +16,18 @@ MSK_ARN = "arn:aws:kafka:us-east-1:000000000000:cluster/event-bus/4a1d3b5e-0000-
 
 def lambda_record(message: Message) -> dict[str, Any]:
     timestamp_type, timestamp = message.timestamp()
+    key, value = message.key(), message.value()
     record: dict[str, Any] = {
         "topic": message.topic(),
         "partition": message.partition(),
         "offset": message.offset(),
         "timestamp": timestamp,
         "timestampType": "LOG_APPEND_TIME" if timestamp_type == 2 else "CREATE_TIME",
-        "value": base64.b64encode(message.value()).decode() if message.value() is not None else None,
+        "value": base64.b64encode(value).decode() if value is not None else None,
         "headers": [{name: list(value or b"")} for name, value in _pairs(message.headers())],
     }
-    if message.key() is not None:
-        record["key"] = base64.b64encode(message.key()).decode()
+    if key is not None:
+        record["key"] = base64.b64encode(key).decode()
     return record
 
 

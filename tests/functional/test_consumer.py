@@ -18,10 +18,10 @@ import pytest
 from localbus.context import LambdaContext
 from localbus.kafka_events import lambda_event, lambda_record
 from localbus.processes import free_port
+from localbus.webhook import WebhookReceiver
 from moto import mock_aws
 from support.functions import load_function
 from support.kafka import header, read_topic
-from support.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.servers
 
@@ -356,3 +356,45 @@ class TestIdempotency:
         assert len(webhook.received) == 1
         metrics = consumer.telemetry.metrics
         assert metrics.value("deliveries_total", subscription="fulfilment", target_type="sqs", outcome="duplicate") == 1
+
+
+class TestTracing:
+    def test_one_consumer_span_per_batch_linked_to_each_producer_and_record_spans_in_their_traces(
+        self, kafka_bootstrap, otlp_receiver, aws, webhook, monkeypatch, service_name
+    ):
+        events = [order(), order(), payment()]
+        trace_ids = [uuid.uuid4().hex for _ in events]
+        for event, trace_id in zip(events, trace_ids, strict=True):
+            produce_through_ingest(kafka_bootstrap, monkeypatch, [event], trace_id)
+        topics = {e["id"]: "payments" if "payment" in e["type"] else "orders" for e in events}
+        batch = batch_for(kafka_bootstrap, events, topics)
+        producers = {
+            tuple(header_text(record, "traceparent").split("-")[1:3])
+            for records in batch["records"].values()
+            for record in records
+        }
+        env = consumer_env(kafka_bootstrap, aws, subscriptions(aws, webhook.start(), "x"))
+        env |= {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint}
+        env["OTEL_SERVICE_NAME"] = service_name
+        consumer = load_consumer(monkeypatch, env)
+        assert consumer.handler(batch, LambdaContext(function_name="consumer")) == {"batchItemFailures": []}
+
+        spans = otlp_receiver.store.wait_for(
+            lambda found: sum(span.name.startswith("process com.example") for span in found) == 3, service_name
+        )
+        (batch_span,) = [span for span in spans if span.links]
+        assert batch_span.kind == 5  # CONSUMER
+        assert set(batch_span.links) == producers
+        assert batch_span.attributes["messaging.batch.message_count"] == 3
+        record_spans = [span for span in spans if span.name.startswith("process com.example")]
+        assert {(span.trace_id, span.parent_span_id) for span in record_spans} == producers
+        assert {span.trace_id for span in record_spans} == set(trace_ids), "each delivery sits in its request's trace"
+        deliveries = [span for span in spans if span.name.startswith("deliver ")]
+        assert {span.trace_id for span in deliveries} <= set(trace_ids)
+
+
+def header_text(record: dict[str, Any], name: str) -> str:
+    for item in record["headers"]:
+        if name in item:
+            return bytes(item[name]).decode()
+    raise KeyError(name)

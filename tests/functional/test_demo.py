@@ -28,9 +28,14 @@ def test_demo_shows_connected_traces_metrics_and_the_error_id(tmp_path: Path):
     out = result.stdout
     assert out.count("  202  com.example.") == 3
     # each event's trace crosses both functions: request -> produce -> processing in the consumer
-    chains = re.findall(r"POST /events  \[ingest\]\n\s+produce (\S+)  \[ingest\]\n\s+process \S+", out)
-    assert sorted(chains) == ["customers", "orders", "payments"]
-    assert "deliver batch  [demo-consumer]  (links: 3)" in out
+    chains = re.findall(
+        r"POST /events  \[ingest\]\n\s+produce (\S+)  \[ingest\]\n\s+process \S+  \[consumer\]\n\s+deliver (\S+)", out
+    )
+    assert sorted(chains) == [("customers", "crm-hook"), ("orders", "orders-audit"), ("payments", "billing-hook")]
+    assert "process customers,orders,payments  [consumer]  (links: 3)" in out
+    assert "partial batch response: {'batchItemFailures': []}" in out
+    assert out.count("webhook (signature verified) got") == 2
+    assert "Kafka topic orders-audit got 1 record(s)" in out
     assert "{endpoint=/events, status=202} = 3" in out
     assert "{connector=orders-db, operation=update, table=orders} = 1" in out
     assert "{component=http, error_type=ValueError, job=ingest} = 1" in out

@@ -454,7 +454,8 @@ def get_telemetry() -> Telemetry:
     with _process_lock:
         if _process_telemetry is None:
             telemetry = Telemetry.from_environment()
-            trace.set_tracer_provider(telemetry.tracing.provider)
+            if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):  # the first one wins
+                trace.set_tracer_provider(telemetry.tracing.provider)
             propagate.set_global_textmap(telemetry.tracing.propagator)
             if telemetry.settings.aws.function_name and telemetry.settings.aws.execution_env:
                 telemetry.install_shutdown_hook()

@@ -1,4 +1,4 @@
-"""A real local HTTP webhook receiver that checks the bus's HMAC-SHA256 signature on every delivery."""
+"""A local HTTP webhook receiver that checks the bus's HMAC-SHA256 signature on every delivery."""
 
 from __future__ import annotations
 
@@ -28,7 +28,15 @@ class WebhookReceiver:
         fresh = abs(time.time() - int(parts.get("t", "0"))) < 300
         return fresh and hmac.compare_digest(expected, parts.get("v1", ""))
 
+    @property
+    def url(self) -> str:
+        if self.server is None:
+            raise RuntimeError("the receiver is not started")
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/bus"
+
     def start(self) -> str:
+        if self.server is not None:
+            return self.url
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,12 +54,12 @@ class WebhookReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/bus"
+        return self.url
 
     def stop(self) -> None:
         if self.server is not None:

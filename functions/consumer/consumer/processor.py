@@ -72,6 +72,8 @@ class Processor:
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         records = _records(event)
+        if not records:  # nothing to do (Powertools' processor refuses an empty batch)
+            return {"batchItemFailures": []}
         producer_contexts = [self.telemetry.context_from_kafka_headers(record.get("headers")) for record in records]
         topics = sorted({str(record.get("topic")) for record in records})
         attributes: dict[str, AttributeValue] = {

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sam.test_ingest_template import MSK_CLUSTER, NO_VALUE, SCRAM_SECRET, Scenario, load_intrinsics
+from sam.test_template import TEMPLATE, load_template
 
 pytestmark = pytest.mark.sam
 
@@ -537,3 +538,13 @@ def test_delivery_and_subscription_conditions():
     assert _scenario(template, Subscriptions="[]").condition("HasSubscriptions")
     assert _scenario(template, DeliveryQueueArns="arn:aws:sqs:eu-west-1:1:q").condition("HasDeliveryQueues")
     assert _scenario(template, DeliveryTopicArns="arn:aws:sns:eu-west-1:1:t").condition("HasDeliveryTopics")
+
+
+def test_optional_configuration_sources_get_exactly_their_permissions():
+    template = load_template()
+    function = template["Resources"]["KafkaConsumerFunction"]["Properties"]
+    assert "SUBSCRIPTIONS_PARAMETER" in function["Environment"]["Variables"]
+    text = TEMPLATE.read_text()
+    assert "Action: ssm:GetParameter" in text
+    assert ":parameter${SubscriptionsParameterName}" in text
+    assert "Resource: !Ref WebhookSecretArns" in text

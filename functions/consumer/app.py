@@ -12,11 +12,12 @@ import functools
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from consumer.dead_letters import DeadLetterQueue
 from consumer.processor import Processor
 from consumer.settings import ConsumerSettings
 from consumer.targets import Deliverer
-from eventbus.idempotency import DynamoDBIdempotency, Idempotency, NoIdempotency
+from eventbus.idempotency import DynamoDBIdempotency, Idempotency, LocalIdempotency
 from eventbus.kafka_settings import KafkaSettings, read_secret
 from eventbus.producer import EventProducer
 from observability import get_telemetry
@@ -25,7 +26,15 @@ from opentelemetry.trace import SpanKind
 
 telemetry = get_telemetry()
 settings = ConsumerSettings.from_env()
-sqs = boto3.client("sqs")
+# botocore's defaults (60 s timeouts, retries) would outlast the invocation on a slow target
+aws_config = Config(
+    connect_timeout=2,
+    read_timeout=max(2.0, settings.webhook_timeout_s),
+    retries={"max_attempts": 2, "mode": "standard"},
+)
+sqs = boto3.client("sqs", config=aws_config)
+for unsigned in settings.unsigned_webhooks():
+    telemetry.logger.warning("subscription %s posts to a webhook without a signature: no secret is set", unsigned)
 
 
 @functools.cache
@@ -42,14 +51,14 @@ idempotency: Idempotency = (
         key_fields=("subscription", "source", "id"),
     )
     if settings.idempotency_table
-    else NoIdempotency()
+    else LocalIdempotency(settings.idempotency_ttl_s)  # redeliveries to this environment are still skipped
 )
 processor = Processor(
     settings,
     telemetry,
     deliverer=Deliverer(
         sqs=sqs,
-        sns=boto3.client("sns"),
+        sns=boto3.client("sns", config=aws_config),
         producer=producer,
         webhook_timeout_s=settings.webhook_timeout_s,
         webhook_secret=settings.webhook_secret,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -336,8 +337,99 @@ class TestFailures:
         assert "refused" in letter["reason"]
         assert "HTTP 422" in letter["reason"]
 
+    def test_an_unexpected_failure_keeps_its_record_and_the_partition_order(self, kafka_bootstrap, aws, monkeypatch):
+        subs = json.dumps(
+            [
+                {"name": "to-kafka", "match": {"type": "a"}, "target": {"type": "kafka", "topic": "elsewhere"}},
+                {"name": "to-sqs", "match": {"type": "b"}, "target": {"type": "sqs", "url": aws.target_queue}},
+            ]
+        )
+        # the Kafka target's producer cannot be built (SCRAM without credentials): not a DeliveryError
+        consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, subs, KAFKA_SECURITY="scram"))
+        records = [
+            raw_record(
+                "orders", 1, json.dumps({"specversion": "1.0", "id": "a1", "type": "a", "source": "/s"}).encode()
+            ),
+            raw_record(
+                "orders", 2, json.dumps({"specversion": "1.0", "id": "b1", "type": "b", "source": "/s"}).encode()
+            ),
+        ]
+        response = consumer.handler(lambda_event(records), LambdaContext(function_name="consumer"))
+        offsets = sorted(failure["itemIdentifier"]["offset"] for failure in response["batchItemFailures"])
+        assert offsets == [1, 2], "offset 2 waits behind offset 1"
+        assert aws.messages(aws.target_queue) == []
+
+    def test_a_slow_target_stops_the_batch_before_the_lambda_timeout(self, kafka_bootstrap, aws, webhook, monkeypatch):
+        webhook.delay_s = 1.0
+        subs = json.dumps(
+            [{"name": "slow", "match": {"type": "*"}, "target": {"type": "webhook", "url": webhook.start()}}]
+        )
+        consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, subs, WEBHOOK_TIMEOUT_MS="1500"))
+        records = [
+            raw_record(
+                f"t{n}", n, json.dumps({"specversion": "1.0", "id": f"s{n}", "type": "x", "source": "/s"}).encode()
+            )
+            for n in range(5)
+        ]
+        started = time.monotonic()
+        response = consumer.handler(lambda_event(records), LambdaContext(function_name="consumer", timeout_s=4.0))
+        assert time.monotonic() - started < 4.0
+        retried = len(response["batchItemFailures"])
+        assert 0 < retried < 5
+        assert len(webhook.received) + retried == 5, "every record is delivered or handed back"
+
+    def test_a_record_kafka_refuses_goes_to_the_dlq_at_once(self, kafka_bootstrap, aws, monkeypatch):
+        subs = json.dumps([{"name": "copy", "match": {"type": "*"}, "target": {"type": "kafka", "topic": "copies"}}])
+        consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, subs, MAX_RECORD_BYTES="3000000"))
+        big = json.dumps({"blob": "x" * 1_500_000}).encode()  # over the producer's 1 MB message.max.bytes
+        response = consumer.handler(
+            lambda_event([raw_record("orders", 5, big)]), LambdaContext(function_name="consumer")
+        )
+        assert response == {"batchItemFailures": []}
+        (letter,) = [json.loads(m["Body"]) for m in aws.messages(aws.dlq)]
+        assert "refused" in letter["reason"]
+        assert letter["subscription"] == "copy"
+
 
 class TestIdempotency:
+    def test_without_a_table_redeliveries_to_the_same_environment_are_skipped(self, kafka_bootstrap, aws, monkeypatch):
+        down = f"http://127.0.0.1:{free_port()}/hook"
+        subs = json.dumps(
+            [
+                {"name": "queue", "match": {"type": "*"}, "target": {"type": "sqs", "url": aws.target_queue}},
+                {"name": "down", "match": {"type": "*"}, "target": {"type": "webhook", "url": down}},
+            ]
+        )
+        consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, subs))
+        batch = lambda_event(
+            [
+                raw_record(
+                    "orders", 1, json.dumps({"specversion": "1.0", "id": "e1", "type": "x", "source": "/s"}).encode()
+                )
+            ]
+        )
+        for _ in range(2):
+            assert len(consumer.handler(batch, LambdaContext(function_name="consumer"))["batchItemFailures"]) == 1
+        assert len(aws.messages(aws.target_queue)) == 1
+
+    def test_a_dead_lettered_delivery_is_not_dead_lettered_again(self, kafka_bootstrap, aws, webhook, monkeypatch):
+        webhook.status = 422
+        subs = json.dumps(
+            [{"name": "refuses", "match": {"type": "*"}, "target": {"type": "webhook", "url": webhook.start()}}]
+        )
+        consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, subs, IDEMPOTENCY_TABLE="idempotency"))
+        batch = lambda_event(
+            [
+                raw_record(
+                    "orders", 1, json.dumps({"specversion": "1.0", "id": "e2", "type": "x", "source": "/s"}).encode()
+                )
+            ]
+        )
+        for _ in range(3):
+            assert consumer.handler(batch, LambdaContext(function_name="consumer")) == {"batchItemFailures": []}
+        assert len(aws.messages(aws.dlq)) == 1
+        assert len(webhook.received) == 1
+
     def test_a_redelivered_batch_delivers_nothing_twice(self, kafka_bootstrap, aws, webhook, monkeypatch):
         events = [order(), payment()]
         produce_through_ingest(kafka_bootstrap, monkeypatch, events, uuid.uuid4().hex)

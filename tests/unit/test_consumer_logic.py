@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 
 import pytest
@@ -118,6 +120,11 @@ class TestDecoding:
             "kafka.record",
         )
 
+    def test_the_structured_content_type_wins_over_stray_ce_headers(self):
+        document = {"specversion": "1.0", "id": "s", "type": "t", "source": "/s"}
+        headers = [("content-type", b"application/cloudevents+json"), ("ce_specversion", b"1.0")]
+        assert self.decode(record(json.dumps(document).encode(), headers)).get_id() == "s"
+
     def test_a_tombstone_carries_no_event(self):
         assert self.decode(record(None)) is None
 
@@ -134,6 +141,10 @@ class TestDecoding:
             (record(b"{}", [("ce_specversion", b"0.3"), ("ce_id", b"i")]), "specversion"),
             (record(b"x" * 20_000), "the limit is 10000"),
             ({**record(b"{}"), "headers": [{"h": "not a list"}]}, "byte values"),
+            ({**record(b"{}"), "headers": [{"h": [1000, True]}]}, "byte values"),
+            (record(b"{}", [("ce_id", b"i"), ("ce_type", b"t"), ("ce_source", b"/s")]), "without ce_specversion"),
+            (record(None, [("ce_id", b"i")]), "without ce_specversion"),
+            (record(b"[]", [("content-type", b"application/cloudevents-batch+json")]), "batch"),
         ],
     )
     def test_poison(self, raw, reason):
@@ -141,7 +152,19 @@ class TestDecoding:
             self.decode(raw)
 
 
-def test_webhook_signature_covers_timestamp_and_body():
-    assert sign("k", b"{}", 1700000000) == sign("k", b"{}", 1700000000)
-    assert sign("k", b"{}", 1700000000) != sign("k", b"{} ", 1700000000)
-    assert sign("k", b"{}", 1700000000).startswith("t=1700000000,v1=")
+def test_webhook_signature_is_hmac_sha256_of_timestamp_dot_body():
+    expected = hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
+    assert sign("k", b"{}", 1700000000) == f"t=1700000000,v1={expected}"
+
+
+def test_a_dead_letter_always_fits_an_sqs_message():
+    from consumer.dead_letters import MAX_MESSAGE_BYTES, DeadLetter
+    from consumer.decoding import RawRecord
+
+    raw = RawRecord("orders", 0, 1, None, b"k" * 400_000, b"v" * 900_000, [("big", b"h" * 800_000)])
+    body = DeadLetter.of(raw, "poison record: too big", "e" * 32).body()
+    letter = json.loads(body)
+    assert len(body.encode()) <= MAX_MESSAGE_BYTES
+    assert {"value_omitted", "key_omitted", "headers_omitted"} <= set(letter)
+    assert letter["value_sha256"] == hashlib.sha256(b"v" * 900_000).hexdigest()
+    assert (letter["topic"], letter["offset"]) == ("orders", 1)

@@ -11,8 +11,8 @@ from typing import Any
 
 from consumer.decoding import RawRecord
 
-MAX_MESSAGE_BYTES = 1024 * 1024
-"""SQS's message limit: a record too large to fit keeps its metadata and a SHA-256 of the value."""
+MAX_MESSAGE_BYTES = 1024 * 1024 - 8 * 1024
+"""SQS's message limit (1 MiB, message attributes included) less room for the attributes we set."""
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,21 @@ class DeadLetter:
             else None,
         )
 
-    def body(self) -> str:
+    def body(self, limit: int = MAX_MESSAGE_BYTES) -> str:
+        """The letter as JSON within `limit` bytes: the value, then the key, then the headers are left out
+        (the value's SHA-256 still identifies it) until it fits; the metadata always does."""
         letter = {key: value for key, value in self.__dict__.items() if value is not None}
         text = json.dumps(letter, separators=(",", ":"))
-        if len(text.encode()) > MAX_MESSAGE_BYTES:
-            letter.pop("value_base64", None)
-            letter["value_omitted"] = "the value is larger than an SQS message; value_sha256 identifies it"
-            text = json.dumps(letter, separators=(",", ":"))
+        for field_name, note in (
+            ("value_base64", "value_omitted"),
+            ("key_base64", "key_omitted"),
+            ("headers", "headers_omitted"),
+        ):
+            if len(text.encode()) <= limit:
+                break
+            if letter.pop(field_name, None) is not None:
+                letter[note] = "too large for an SQS message"
+                text = json.dumps(letter, separators=(",", ":"))
         return text
 
 

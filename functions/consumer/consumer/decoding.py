@@ -3,7 +3,8 @@
 A record is a CloudEvent in Kafka binary mode (`ce_*` headers, the value as data), in structured mode (a JSON
 value with `specversion`, or `content-type: application/cloudevents+json`), or plain JSON, which is wrapped in
 a CloudEvent (type PLAIN_EVENT_TYPE, source `kafka://<topic>`, id `<topic>-<partition>-<offset>`). A tombstone
-(no value, no `ce_*` headers) carries no event. Anything else is poison: it will never decode, so retrying it
+(no value, no `ce_*` headers) carries no event. `application/cloudevents-batch+json` is not a Kafka record
+format. Anything else is poison: it will never decode, so retrying it
 would only block its partition.
 """
 
@@ -22,6 +23,7 @@ from cloudevents.core.v1.event import CloudEvent
 from eventbus.records import EVENT_FORMAT
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
 class PoisonRecordError(Exception):
@@ -97,21 +99,33 @@ def _headers(headers: object) -> list[tuple[str, bytes]]:
         if not isinstance(item, Mapping):
             raise PoisonRecordError("a record header is not an object")
         for name, values in item.items():
-            if not isinstance(name, str) or not isinstance(values, list) or not all(isinstance(v, int) for v in values):
+            if not isinstance(name, str) or not isinstance(values, list) or not all(_is_byte(v) for v in values):
                 raise PoisonRecordError(f"record header {name!r} is not a list of byte values")
             pairs.append((name, bytes(v & 0xFF for v in values)))  # Java's bytes are signed
     return pairs
 
 
+def _is_byte(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -128 <= value <= 255
+
+
 def to_cloud_event(raw: RawRecord, *, max_bytes: int, plain_event_type: str) -> BaseCloudEvent | None:
-    """The record's CloudEvent, None for a tombstone; PoisonRecordError otherwise."""
+    """The record's CloudEvent, None for a tombstone; PoisonRecordError otherwise.
+
+    The mode follows the Kafka protocol binding: a CloudEvents content type means structured mode, else
+    any `ce_*` header means binary mode."""
     if raw.size > max_bytes:
         raise PoisonRecordError(f"the record is {raw.size} bytes; the limit is {max_bytes}")
-    if raw.header("ce_specversion") is not None:
+    content_type = (raw.header("content-type") or b"").decode("utf-8", errors="replace").split(";")[0].strip().lower()
+    if content_type == BATCH_CONTENT_TYPE:
+        raise PoisonRecordError("a CloudEvents batch is not a Kafka record format")
+    has_ce_headers = any(name.lower().startswith("ce_") for name, _ in raw.headers)
+    if has_ce_headers and content_type != STRUCTURED_CONTENT_TYPE:
         return _checked(_binary(raw))
     if raw.value is None:
+        if content_type == STRUCTURED_CONTENT_TYPE:
+            raise PoisonRecordError("a structured CloudEvent record has no value")
         return None
-    content_type = (raw.header("content-type") or b"").decode("utf-8", errors="replace").split(";")[0].strip().lower()
     try:
         document = json.loads(raw.value)
     except (ValueError, UnicodeDecodeError):
@@ -139,6 +153,8 @@ def _binary(raw: RawRecord) -> BaseCloudEvent:
         headers_text = {name: value.decode("utf-8") for name, value in headers.items()}
     except UnicodeDecodeError:
         raise PoisonRecordError("a ce_* header is not UTF-8") from None
+    if "ce_specversion" not in headers_text:
+        raise PoisonRecordError("invalid CloudEvent: ce_* headers without ce_specversion")
     if headers_text.get("ce_specversion") != "1.0":
         raise PoisonRecordError(f"specversion must be 1.0, got {headers_text.get('ce_specversion')!r}")
     if "ce_id" not in headers_text:  # the SDK would make one up, and every redelivery would differ

@@ -39,16 +39,21 @@ from consumer.targets import Deliverer, DeliveryError
 
 DELIVERED, DUPLICATE, RETRY, DEAD_LETTERED = "delivered", "duplicate", "retry", "dead_lettered"
 MAX_TRACKED_ATTEMPTS = 10_000
+RESPONSE_RESERVE_S = 0.5
 
 
 class RetryRecordError(Exception):
     """Marks a record for the partial batch response (the mapping delivers it again)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class BatchContext:
-    time_left_s: float
+    deadline: float  # time.monotonic() by which record processing must stop
     blocked: set[str]  # partitions with an earlier failure in this batch
+    out_of_time: bool = False
+
+    def time_left_s(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
 
 
 class Processor:
@@ -84,7 +89,9 @@ class Processor:
             "messaging.destination.name": topics[0] if len(topics) == 1 else ",".join(topics),
         }
         time_left = context.get_remaining_time_in_millis() / 1000 if context is not None else 60.0
-        batch = BatchContext(time_left_s=time_left, blocked=set())
+        # stop starting records while one more slow delivery and the telemetry flush still fit
+        reserve = self.settings.webhook_timeout_s + self.telemetry.settings.flush_timeout_s + RESPONSE_RESERVE_S
+        batch = BatchContext(deadline=time.monotonic() + time_left - reserve, blocked=set())
         contexts_by_record = {id(record): ctx for record, ctx in zip(records, producer_contexts, strict=True)}
         with self.telemetry.span(
             f"process {attributes['messaging.destination.name']!s}",
@@ -106,6 +113,9 @@ class Processor:
         partition_id = f"{record.get('topic')}-{record.get('partition')}"
         if partition_id in batch.blocked:
             raise RetryRecordError(f"an earlier record of {partition_id} is being retried; order is kept")
+        if batch.out_of_time or batch.time_left_s() <= 0:
+            batch.out_of_time = True  # the rest of the batch comes back in the next invocation
+            raise RetryRecordError("not enough time left in this invocation")
         try:
             raw = read_record(record)
             event = to_cloud_event(
@@ -117,7 +127,11 @@ class Processor:
         self._measure(raw)
         if event is None:
             return  # a tombstone: nothing to deliver
-        outcomes = self._deliver_all(raw, event, producer_context, batch)
+        try:
+            outcomes = self._deliver_all(raw, event, producer_context, batch)
+        except Exception as error:  # a bug or an unforeseen failure: keep the record, and its partition's order
+            batch.blocked.add(raw.partition_id)
+            raise RetryRecordError(f"processing {event.get_id()} failed: {type(error).__name__}") from error
         if RETRY in outcomes:
             batch.blocked.add(raw.partition_id)
             raise RetryRecordError(f"delivery of {event.get_id()} will be retried")
@@ -168,7 +182,8 @@ class Processor:
 
     def _deliver(self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, batch: BatchContext) -> str:
         key = {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
-        claim = self._idempotency.claim(key, int(batch.time_left_s * 1000))
+        # held while this invocation may still deliver it
+        claim = self._idempotency.claim(key, int((batch.time_left_s() + self.settings.webhook_timeout_s) * 1000) + 1000)
         if claim.state is ClaimState.DUPLICATE:
             self._count(subscription, DUPLICATE, 0.0)
             return DUPLICATE
@@ -183,10 +198,14 @@ class Processor:
         ) as span:
             try:
                 self._deliverer.deliver(subscription, event, self.telemetry.http_headers())
-            except DeliveryError as failure:
+            except Exception as error:
+                failure = error if isinstance(error, DeliveryError) else _unexpected(error)
                 span.set_status(Status(StatusCode.ERROR, failure.reason[:256]))
-                self._idempotency.release(key, failure.reason)
                 outcome = self._after_failure(subscription, raw, event, failure)
+                if outcome == DEAD_LETTERED:  # settled: a redelivery must not send it, or dead-letter it, again
+                    self._idempotency.complete(key, {"dead_lettered_at": time.time(), "reason": failure.reason})
+                else:
+                    self._idempotency.release(key, failure.reason)
                 self._count(subscription, outcome, time.perf_counter() - started)
                 return outcome
         self._idempotency.complete(key, {"delivered_at": time.time()})
@@ -244,6 +263,11 @@ class Processor:
         self.telemetry.metrics.inc("deliveries_total", 1.0, outcome=outcome, **labels)
         if outcome not in (DUPLICATE,):
             self.telemetry.metrics.observe("delivery_duration_seconds", seconds, **labels)
+
+
+def _unexpected(error: Exception) -> DeliveryError:
+    """An exception no target documents (a bug, a library surprise): assume a retry may help."""
+    return DeliveryError(f"unexpected {type(error).__name__}: {error}", transient=True)
 
 
 def _records(event: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:

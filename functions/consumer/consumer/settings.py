@@ -25,6 +25,14 @@ class ConsumerSettings:
     webhook_secret: str | None = None
     default_event_type: str = "kafka.record"
 
+    def unsigned_webhooks(self) -> list[str]:
+        """Webhook subscriptions that would be posted without a signature (no secret anywhere)."""
+        return [
+            subscription.name
+            for subscription in self.subscriptions
+            if subscription.target.type == "webhook" and not subscription.target.secret_arn and not self.webhook_secret
+        ]
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, read_parameter: Callable[[str], str] | None = None

@@ -10,7 +10,6 @@ import json
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from functools import cache
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
@@ -21,7 +20,9 @@ from consumer.subscriptions import Subscription
 
 SIGNATURE_HEADER = "X-Eventbus-Signature"
 """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: receivers check the MAC and the timestamp's age."""
-TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+# 401/403 too: after a secret rotation the next read of the secret fixes them
+TRANSIENT_HTTP = frozenset({401, 403, 408, 425, 429, 500, 502, 503, 504})
+SECRET_TTL_S = 300.0
 TRANSIENT_AWS_CODES = frozenset(
     {
         "Throttling",
@@ -67,7 +68,8 @@ class Deliverer:
         self._sqs, self._sns, self._producer = sqs, sns, producer
         self._webhook_timeout_s = webhook_timeout_s
         self._webhook_secret = webhook_secret
-        self._read_secret = cache(read_secret) if read_secret else None
+        self._read_secret = read_secret
+        self._secrets: dict[str, tuple[float, str]] = {}
 
     def deliver(self, subscription: Subscription, event: BaseCloudEvent, trace_headers: Mapping[str, str]) -> None:
         target = subscription.target
@@ -95,17 +97,17 @@ class Deliverer:
     def _to_kafka(self, topic: str, event: BaseCloudEvent) -> None:
         if self._producer is None:
             raise DeliveryError("no Kafka producer is configured", transient=False)
-        from eventbus.producer import NOT_SENT
-
         key = str(event.get_extension("partitionkey") or event.get_subject() or event.get_id())
         (delivery,) = self._producer().send([to_kafka_record(event, topic, key)], timeout_s=self._webhook_timeout_s)
         if not delivery.ok:
-            # a record the broker refused for good (too large, not authorized) will not get better
-            transient = delivery.outcome != NOT_SENT or "refused" not in (delivery.error or "")
-            raise DeliveryError(f"Kafka topic {topic}: {delivery.error}", transient=transient)
+            raise DeliveryError(f"Kafka topic {topic}: {delivery.error}", transient=not delivery.permanent)
 
     def _to_webhook(self, subscription: Subscription, body: bytes, trace_headers: Mapping[str, str]) -> None:
-        url = urllib.parse.urlsplit(subscription.target.address)
+        try:
+            url = urllib.parse.urlsplit(subscription.target.address)
+            port = url.port
+        except ValueError:
+            raise DeliveryError(f"webhook URL {subscription.target.address!r} is invalid", transient=False) from None
         if url.scheme not in ("http", "https") or not url.hostname:
             raise DeliveryError(f"webhook URL {subscription.target.address!r} is not http(s)", transient=False)
         headers = {"Content-Type": "application/cloudevents+json", **trace_headers}
@@ -113,7 +115,7 @@ class Deliverer:
         if secret:
             headers[SIGNATURE_HEADER] = sign(secret, body, int(time.time()))
         connection_type = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        connection = connection_type(url.hostname, url.port, timeout=self._webhook_timeout_s)
+        connection = connection_type(url.hostname, port, timeout=self._webhook_timeout_s)
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         try:
             connection.request("POST", path, body=body, headers=headers)
@@ -123,20 +125,33 @@ class Deliverer:
             raise DeliveryError(f"webhook {url.hostname}: {type(error).__name__}: {error}", transient=True) from None
         finally:
             connection.close()
+        if response.status in (401, 403):
+            self.forget_secret(subscription)
         if not 200 <= response.status < 300:
             raise DeliveryError(
                 f"webhook {url.hostname} answered HTTP {response.status}", transient=response.status in TRANSIENT_HTTP
             )
 
     def _secret_for(self, subscription: Subscription) -> str | None:
-        if subscription.target.secret_arn and self._read_secret is not None:
-            try:
-                return self._read_secret(subscription.target.secret_arn)
-            except Exception as error:
-                raise DeliveryError(
-                    f"the webhook secret could not be read: {type(error).__name__}", transient=True
-                ) from None
-        return self._webhook_secret
+        arn = subscription.target.secret_arn
+        if not arn or self._read_secret is None:
+            return self._webhook_secret
+        cached = self._secrets.get(arn)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        try:
+            secret = self._read_secret(arn)
+        except Exception as error:
+            raise DeliveryError(
+                f"the webhook secret could not be read: {type(error).__name__}", transient=True
+            ) from None
+        self._secrets[arn] = (time.monotonic() + SECRET_TTL_S, secret)  # re-read now and then: rotations
+        return secret
+
+    def forget_secret(self, subscription: Subscription) -> None:
+        """After a 401/403: the secret may have been rotated; read it again next time."""
+        if subscription.target.secret_arn:
+            self._secrets.pop(subscription.target.secret_arn, None)
 
     @staticmethod
     def _aws(call: Callable[[], object]) -> None:

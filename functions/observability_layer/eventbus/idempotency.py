@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,6 +59,39 @@ class NoIdempotency:
 
     def release(self, key: Key, reason: str) -> None:
         return None
+
+
+class LocalIdempotency:
+    """Without a table: what this execution environment completed is remembered (bounded, with the TTL), so
+    a redelivery to the same environment is skipped. Across environments there is no guarantee: set
+    IDEMPOTENCY_TABLE for that."""
+
+    def __init__(self, ttl_s: int, *, max_entries: int = 50_000) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._done: OrderedDict[tuple[tuple[str, str], ...], tuple[float, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, key: Key, hold_ms: int) -> Claim:
+        with self._lock:
+            entry = self._done.get(_frozen(key))
+            if entry is not None and entry[0] > time.monotonic():
+                return Claim(ClaimState.DUPLICATE, previous=entry[1])
+        return Claim(ClaimState.NEW)
+
+    def complete(self, key: Key, result: dict[str, Any]) -> None:
+        with self._lock:
+            self._done[_frozen(key)] = (time.monotonic() + self._ttl_s, result)
+            self._done.move_to_end(_frozen(key))
+            while len(self._done) > self._max_entries:
+                self._done.popitem(last=False)
+
+    def release(self, key: Key, reason: str) -> None:
+        return None
+
+
+def _frozen(key: Key) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(key.items()))
 
 
 class DynamoDBIdempotency:

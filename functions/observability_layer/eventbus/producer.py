@@ -36,6 +36,7 @@ class Delivery:
     partition: int | None = None
     offset: int | None = None
     error: str | None = None
+    permanent: bool = False  # refused for good (too large, not authorized, invalid): a retry cannot help
 
     @property
     def ok(self) -> bool:
@@ -174,7 +175,7 @@ class EventProducer:
             self._broker_status(1)
         else:
             reason = str(error) if error is not None else NOT_ACKNOWLEDGED
-            delivery = Delivery(record, outcome, error=reason)
+            delivery = Delivery(record, outcome, error=reason, permanent=_is_permanent(error))
             span.set_status(Status(StatusCode.ERROR, reason[:256]))
             span.set_attribute("error.type", type(error).__name__ if error is not None else "timeout")
             span.set_attribute("eventbus.delivery.outcome", outcome)
@@ -240,3 +241,21 @@ def _outcome(error: object, message: object) -> str:
         # a fenced or failing producer may have written some of its in-flight batch
         return UNKNOWN
     return NOT_SENT  # purged from the queue, or refused by the broker (too large, not authorized, ...)
+
+
+def _is_permanent(error: object) -> bool:
+    """A refusal no retry can fix: the broker's or the client's verdict on the record itself."""
+    if error is None or isinstance(error, BufferError):
+        return False
+    kafka_error = _kafka_error(error)
+    if kafka_error is None:
+        return True  # produce() refused the record outright (e.g. larger than message.max.bytes)
+    from confluent_kafka import KafkaError
+
+    transient_codes = (
+        KafkaError._PURGE_QUEUE,
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._PURGE_INFLIGHT,
+        KafkaError._TIMED_OUT,
+    )
+    return not (kafka_error.retriable() or kafka_error.fatal() or kafka_error.code() in transient_codes)

@@ -81,7 +81,7 @@ def start_stack() -> Stack:
         started.callback(prometheus.stop)
         admin = AdminClient({"bootstrap.servers": kafka.url})
         for future in admin.create_topics(
-            [NewTopic(topic, num_partitions=1, replication_factor=1) for topic in TOPICS]
+            [NewTopic(topic, num_partitions=1, replication_factor=1) for topic in (*TOPICS, AUDIT_TOPIC)]
         ).values():
             future.result(10)
         started.pop_all()
@@ -135,7 +135,7 @@ def consumer_environment(webhook: WebhookReceiver) -> dict[str, str]:
 def read_back(bootstrap: str, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-audit", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, 0)])
-    count, deadline = 0, time.monotonic() + 5
+    count, deadline = 0, time.monotonic() + 15
     while time.monotonic() < deadline:
         message = consumer.poll(0.2)
         if message is not None and not message.error():

@@ -158,13 +158,14 @@ def test_webhook_signature_is_hmac_sha256_of_timestamp_dot_body():
 
 
 def test_a_dead_letter_always_fits_an_sqs_message():
-    from consumer.dead_letters import MAX_MESSAGE_BYTES, DeadLetter
+    from consumer.dead_letters import DeadLetter
     from consumer.decoding import RawRecord
+    from eventbus.dead_letters import MAX_MESSAGE_BYTES
 
     raw = RawRecord("orders", 0, 1, None, b"k" * 400_000, b"v" * 900_000, [("big", b"h" * 800_000)])
     body = DeadLetter.of(raw, "poison record: too big", "e" * 32).body()
     letter = json.loads(body)
     assert len(body.encode()) <= MAX_MESSAGE_BYTES
-    assert {"value_omitted", "key_omitted", "headers_omitted"} <= set(letter)
+    assert {"value_base64_omitted", "key_base64_omitted", "headers_omitted"} <= set(letter)
     assert letter["value_sha256"] == hashlib.sha256(b"v" * 900_000).hexdigest()
     assert (letter["topic"], letter["offset"]) == ("orders", 1)

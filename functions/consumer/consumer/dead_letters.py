@@ -9,10 +9,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from consumer.decoding import RawRecord
+from eventbus.dead_letters import DeadLetterQueue as SharedQueue
+from eventbus.dead_letters import fit
 
-MAX_MESSAGE_BYTES = 1024 * 1024 - 8 * 1024
-"""SQS's message limit (1 MiB, message attributes included) less room for the attributes we set."""
+from consumer.decoding import RawRecord
 
 
 @dataclass(frozen=True)
@@ -79,40 +79,20 @@ class DeadLetter:
             else None,
         )
 
-    def body(self, limit: int = MAX_MESSAGE_BYTES) -> str:
-        """The letter as JSON within `limit` bytes: the value, then the key, then the headers are left out
-        (the value's SHA-256 still identifies it) until it fits; the metadata always does."""
+    def body(self) -> str:
+        """The letter as JSON that fits an SQS message (value, then key, then headers give way)."""
         letter = {key: value for key, value in self.__dict__.items() if value is not None}
-        text = json.dumps(letter, separators=(",", ":"))
-        for field_name, note in (
-            ("value_base64", "value_omitted"),
-            ("key_base64", "key_omitted"),
-            ("headers", "headers_omitted"),
-        ):
-            if len(text.encode()) <= limit:
-                break
-            if letter.pop(field_name, None) is not None:
-                letter[note] = "too large for an SQS message"
-                text = json.dumps(letter, separators=(",", ":"))
-        return text
+        return fit(letter, ("value_base64", "key_base64", "headers"))
 
 
 class DeadLetterQueue:
     def __init__(self, url: str | None, sqs: Any) -> None:  # noqa: ANN401 - a boto3 client
+        self._queue = SharedQueue(url, sqs)
         self.url = url
-        self._sqs = sqs
 
     def send(self, letter: DeadLetter) -> None:
-        """Raises when the letter could not be sent (or no DLQ is configured): the caller must then keep the
-        record for a retry, never drop it."""
-        if not self.url:
-            raise RuntimeError("no DLQ_URL is configured")
-        self._sqs.send_message(
-            QueueUrl=self.url,
-            MessageBody=letter.body(),
-            MessageAttributes={
-                "reason": {"DataType": "String", "StringValue": letter.reason[:256]},
-                "error_event_id": {"DataType": "String", "StringValue": letter.error_event_id},
-                "topic": {"DataType": "String", "StringValue": letter.topic},
-            },
+        """Raises when the letter could not be sent: the caller keeps the record for a retry instead."""
+        self._queue.send(
+            letter.body(),
+            {"reason": letter.reason, "error_event_id": letter.error_event_id, "topic": letter.topic},
         )

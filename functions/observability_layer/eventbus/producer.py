@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from observability import Telemetry
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from eventbus.kafka_settings import KafkaSettings
@@ -94,7 +95,9 @@ class EventProducer:
     def _broker_status(self, up: int) -> None:
         self._telemetry.metrics.set("kafka_connection_status", up, broker=self.settings.first_broker)
 
-    def send(self, records: Sequence[KafkaRecord], timeout_s: float) -> list[Delivery]:
+    def send(
+        self, records: Sequence[KafkaRecord], timeout_s: float, *, parents: Sequence[Context] | None = None
+    ) -> list[Delivery]:
         """Produce every record and wait for its delivery report, at most `timeout_s` in all.
 
         Records still in the local queue then are purged (`not_sent`: they will not be sent behind the
@@ -111,6 +114,7 @@ class EventProducer:
         for index, record in enumerate(records):
             span = tracer.start_span(
                 f"produce {record.topic}",
+                context=parents[index] if parents is not None else None,
                 kind=SpanKind.PRODUCER,
                 attributes={
                     "messaging.system": "kafka",

@@ -432,12 +432,19 @@ class Telemetry:
         return KafkaOperation(self, operation=operation, topic=topic, partition=partition, parent=context)
 
     def cdc_operation(
-        self, connector: str, table: str, operation: str, *, context: Context | None = None
+        self,
+        connector: str,
+        table: str,
+        operation: str,
+        *,
+        context: Context | None = None,
+        links: Sequence[trace.Link] | None = None,
     ) -> CdcOperation:
-        """Context manager and decorator around handling one change event."""
+        """Context manager and decorator around handling one change event (`context` is its parent; a change
+        without one can start a new trace `links`-ed to its batch)."""
         from observability.wrappers.operations import CdcOperation
 
-        return CdcOperation(self, connector=connector, table=table, operation=operation, parent=context)
+        return CdcOperation(self, connector=connector, table=table, operation=operation, parent=context, links=links)
 
 
 _process_telemetry: Telemetry | None = None

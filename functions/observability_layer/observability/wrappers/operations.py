@@ -10,13 +10,13 @@ from __future__ import annotations
 import copy
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 if TYPE_CHECKING:
@@ -31,9 +31,12 @@ class Operation:
 
     component = "operation"
 
-    def __init__(self, telemetry: Telemetry, *, parent: Context | None = None) -> None:
+    def __init__(
+        self, telemetry: Telemetry, *, parent: Context | None = None, links: Sequence[Link] | None = None
+    ) -> None:
         self.telemetry = telemetry
         self.parent = parent
+        self.links = links
         self.span: Span | None = None
         self.status = "success"
         self._started = 0.0
@@ -61,6 +64,7 @@ class Operation:
             self.span_name(),
             kind=self.span_kind(),
             attributes=self.span_attributes(),
+            links=self.links,
             context=self.parent,
             record_exception=False,
         )
@@ -200,8 +204,9 @@ class CdcOperation(Operation):
         table: str,
         operation: str,
         parent: Context | None = None,
+        links: Sequence[Link] | None = None,
     ) -> None:
-        super().__init__(telemetry, parent=parent)
+        super().__init__(telemetry, parent=parent, links=links)
         self.connector = connector
         self.table = table
         self.operation = operation

@@ -1,0 +1,37 @@
+"""CdcFunction's Lambda handler (`Handler: app.handler`): DynamoDB Streams, Kinesis (Debezium) or Kafka
+(Debezium) batches in, CloudEvents on `CDC_TOPIC` out, keyed by primary key; a partial batch response back.
+
+Built once per execution environment: telemetry, settings, the idempotent producer, the DLQ client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from cdc.processor import CdcProcessor
+from cdc.settings import CdcSettings
+from eventbus.dead_letters import DeadLetterQueue
+from eventbus.kafka_settings import KafkaSettings
+from eventbus.producer import EventProducer
+from observability import get_telemetry
+from observability.types import LambdaContext
+from opentelemetry.trace import SpanKind
+
+telemetry = get_telemetry()
+settings = CdcSettings.from_env()
+processor = CdcProcessor(
+    settings,
+    telemetry,
+    producer=EventProducer(KafkaSettings.from_env(), telemetry, delivery_timeout_s=settings.publish_timeout_s),
+    dead_letters=DeadLetterQueue(
+        settings.dlq_url,
+        boto3.client("sqs", config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2})),
+    ),
+)
+
+
+@telemetry.lambda_handler(name="cdc", kind=SpanKind.CONSUMER, trigger="datasource")
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return processor.handle(event, context)

@@ -1,0 +1,96 @@
+"""Debezium change events -> changes. The envelope may come with or without Kafka Connect's
+`schema`/`payload` wrapper; `op` is c/u/d/r/t/m.
+
+The documented rules: a tombstone (a null value, which follows a delete so that log compaction can drop the
+key) publishes nothing, since the delete event already did; a truncate (`t`) concerns the whole table, so it
+is published as `<prefix>.<table>.truncated` keyed by the table; a logical decoding message (`m`) is
+published as `<prefix>.<connector>.message` keyed by its prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cdc.model import OPERATIONS, Change, UndecodableChangeError
+
+
+def _unwrap(document: Any) -> Any:  # noqa: ANN401 - JSON
+    """Kafka Connect's JSON converter with schemas enabled wraps the value: {"schema": ..., "payload": ...}."""
+    if isinstance(document, Mapping) and "payload" in document and "schema" in document:
+        return document["payload"]
+    return document
+
+
+def parse_json(data: bytes | None, what: str) -> Any:  # noqa: ANN401 - JSON
+    if data is None or not data.strip():
+        return None
+    try:
+        return _unwrap(json.loads(data))
+    except (ValueError, UnicodeDecodeError):
+        raise UndecodableChangeError(f"the {what} is not valid JSON") from None
+
+
+def _position(source: Mapping[str, Any]) -> str:
+    """Where the change is in the source's log: Postgres' LSN, MySQL's binlog file and position or GTID."""
+    if source.get("lsn") is not None:
+        return f"lsn:{source['lsn']}"
+    if source.get("file") is not None:
+        return f"binlog:{source['file']}:{source.get('pos')}:{source.get('row', 0)}"
+    if source.get("gtid") is not None:
+        return f"gtid:{source['gtid']}"
+    return f"ts:{source.get('ts_ms')}"
+
+
+def decode(
+    value: bytes | None, key: bytes | None, *, traceparent: str | None = None, traceparent_column: str = "traceparent"
+) -> Change | None:
+    """A Debezium record's change; None for a tombstone."""
+    envelope = parse_json(value, "change event")
+    if envelope is None:
+        return None  # tombstone
+    if not isinstance(envelope, Mapping):
+        raise UndecodableChangeError("the change event is not a JSON object")
+    op = envelope.get("op")
+    if op not in ("c", "u", "d", "r", "t", "m"):
+        raise UndecodableChangeError(f"unknown op {op!r}")
+    source = envelope.get("source")
+    if not isinstance(source, Mapping):
+        raise UndecodableChangeError("the change event has no source block")
+    connector = str(source.get("name") or "debezium")
+    table = source.get("table")
+    before, after = envelope.get("before"), envelope.get("after")
+    for image in (before, after):
+        if image is not None and not isinstance(image, Mapping):
+            raise UndecodableChangeError("before/after must be objects")
+    row_key = parse_json(key, "record key")
+    if op == "t":
+        change_key: dict[str, Any] = {"table": table}
+    elif op == "m":
+        message = envelope.get("message")
+        change_key = {"prefix": message.get("prefix") if isinstance(message, Mapping) else None}
+        table = table or connector
+    elif isinstance(row_key, Mapping) and row_key:
+        change_key = dict(row_key)
+    else:
+        raise UndecodableChangeError("the change has no primary key (the record key is missing or not an object)")
+    if not isinstance(table, str) or not table:
+        raise UndecodableChangeError("the source block names no table")
+    row = after or before or {}
+    column_trace = row.get(traceparent_column) if isinstance(row, Mapping) else None
+    ts_ms = source.get("ts_ms")
+    return Change(
+        connector=connector,
+        table=table,
+        operation=OPERATIONS[op],
+        key=change_key,
+        before=dict(before) if before else None,
+        after=dict(after) if after else None,
+        source_time_ms=int(ts_ms) if isinstance(ts_ms, (int, float)) else None,
+        position=_position(source),
+        database=source.get("db"),
+        schema=source.get("schema"),
+        traceparent=traceparent or (column_trace if isinstance(column_trace, str) else None),
+        extra={"message": envelope["message"]} if op == "m" and "message" in envelope else {},
+    )

@@ -1,0 +1,44 @@
+"""A change as a CloudEvent: type `<prefix>.<table>.<operation>`, keyed by the row's primary key, `time` the
+source change time, an id stable across redeliveries (so consumers deduplicate them)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents.core.v1.event import CloudEvent
+
+from cdc.model import Change
+
+
+def to_cloud_event(change: Change, prefix: str) -> CloudEvent:
+    identity = f"{change.connector}|{change.table}|{change.position}|{change.key_text}|{change.operation}"
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": hashlib.sha256(identity.encode()).hexdigest()[:32],
+        "type": f"{prefix}.{change.table}.{change.operation}",
+        "source": "/cdc/" + "/".join(part for part in (change.connector, change.database, change.table) if part),
+        "subject": change.key_text,
+        "datacontenttype": "application/json",
+        "partitionkey": change.key_text,
+    }
+    if change.source_time_ms is not None:
+        attributes["time"] = datetime.fromtimestamp(change.source_time_ms / 1000, UTC)
+    data: dict[str, Any] = {
+        "connector": change.connector,
+        "table": change.table,
+        "operation": change.operation,
+        "key": change.key,
+        "before": change.before,
+        "after": change.after,
+        "changed": change.changed_columns,
+        "source_time_ms": change.source_time_ms,
+        "position": change.position,
+        **change.extra,
+    }
+    if change.database:
+        data["database"] = change.database
+    if change.schema:
+        data["schema"] = change.schema
+    return CloudEvent(attributes, data)

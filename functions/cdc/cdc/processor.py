@@ -1,0 +1,203 @@
+"""One batch from a stream trigger (DynamoDB Streams, Kinesis, or Kafka): every record is decoded into a
+change, published as a CloudEvent, and either acknowledged, dead-lettered (undecodable: never retried), or
+reported in `batchItemFailures` with its stream's identifier (`SequenceNumber` for DynamoDB Streams and
+Kinesis, `{"partition", "offset"}` for Kafka) when publishing failed; the batch never fails whole for one
+bad record."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventbus.dead_letters import DeadLetterQueue, fit
+from eventbus.producer import EventProducer
+from eventbus.records import to_kafka_record
+from observability import Telemetry
+from observability.tracing import kafka_headers_as_text
+from observability.types import LambdaContext
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
+
+from cdc import debezium, dynamodb
+from cdc.events import to_cloud_event
+from cdc.model import Change, UndecodableChangeError
+from cdc.settings import CdcSettings
+
+
+@dataclass
+class StreamRecord:
+    """One record of the batch, whatever the source, with how to name it in a partial batch response."""
+
+    source: str  # aws:dynamodb, aws:kinesis or kafka
+    identifier: str | dict[str, Any]
+    raw: Mapping[str, Any]
+    change: Change | None = None
+    parent: Context = field(default_factory=Context)
+
+
+class CdcProcessor:
+    def __init__(
+        self,
+        settings: CdcSettings,
+        telemetry: Telemetry,
+        *,
+        producer: EventProducer,
+        dead_letters: DeadLetterQueue,
+    ) -> None:
+        self.settings = settings
+        self.telemetry = telemetry
+        self._producer = producer
+        self._dead_letters = dead_letters
+
+    def handle(self, event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+        records = _records(event)
+        failures: list[dict[str, Any]] = []
+        with self.telemetry.span(
+            "cdc batch",
+            kind=SpanKind.CONSUMER,
+            attributes={"cdc.batch.size": len(records), "cdc.source": records[0].source if records else "none"},
+        ) as batch_span:
+            batch_link = [trace.Link(batch_span.get_span_context())]
+            publishable: list[StreamRecord] = []
+            for record in records:
+                try:
+                    record.change = self._decode(record)
+                except UndecodableChangeError as error:
+                    if not self._dead_letter(record, error):
+                        failures.append({"itemIdentifier": record.identifier})
+                    continue
+                if record.change is not None:  # None: a tombstone, nothing to publish
+                    publishable.append(record)
+            failures += self._publish(publishable, batch_link, context)
+        return {"batchItemFailures": failures}
+
+    def _decode(self, record: StreamRecord) -> Change | None:
+        raw, settings = record.raw, self.settings
+        if record.source == "aws:dynamodb":
+            return dynamodb.decode(
+                raw, connector=settings.dynamodb_connector, traceparent_attribute=settings.traceparent_attribute
+            )
+        if record.source == "aws:kinesis":
+            kinesis = raw.get("kinesis")
+            if not isinstance(kinesis, Mapping):
+                raise UndecodableChangeError("the record has no kinesis section")
+            data = _base64(kinesis.get("data"), "Kinesis data")
+            partition_key = kinesis.get("partitionKey")
+            key = partition_key.encode() if isinstance(partition_key, str) and partition_key else None
+            return debezium.decode(data, key, traceparent_column=settings.traceparent_attribute)
+        headers = kafka_headers_as_text(raw.get("headers"))
+        return debezium.decode(
+            _base64(raw.get("value"), "record value"),
+            _base64(raw.get("key"), "record key"),
+            traceparent=headers.get("traceparent"),
+            traceparent_column=settings.traceparent_attribute,
+        )
+
+    def _publish(
+        self, records: Sequence[StreamRecord], batch_link: list[trace.Link], context: LambdaContext | None
+    ) -> list[dict[str, Any]]:
+        if not records:
+            return []
+        kafka_records, parents = [], []
+        for record in records:
+            change = record.change
+            if change is None:
+                continue
+            carried = (
+                self.telemetry.tracing.extract({"traceparent": change.traceparent}) if change.traceparent else None
+            )
+            with self.telemetry.cdc_operation(
+                change.connector,
+                change.table,
+                change.operation,
+                context=carried if carried is not None else Context(),  # else a new trace...
+                links=None if carried is not None else batch_link,  # ...linked to the batch
+            ) as operation:
+                if change.source_time_ms is not None:
+                    operation.record_source_time(change.source_time_ms / 1000)
+                event = to_cloud_event(change, self.settings.event_type_prefix)
+                kafka_records.append(to_kafka_record(event, self.settings.topic, change.key_text))
+                parents.append(trace.set_span_in_context(operation.span) if operation.span else Context())
+        remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 30.0
+        timeout = min(self.settings.publish_timeout_s, remaining - self.telemetry.settings.flush_timeout_s - 0.5)
+        deliveries = self._producer.send(kafka_records, timeout_s=max(0.0, timeout), parents=parents)
+        return [
+            {"itemIdentifier": record.identifier}
+            for record, delivery in zip(records, deliveries, strict=True)
+            if not delivery.ok
+        ]
+
+    def _dead_letter(self, record: StreamRecord, error: UndecodableChangeError) -> bool:
+        event_id = self.telemetry.capture_error(
+            error,
+            "cdc",
+            "decode",
+            {"source": record.source, "identifier": str(record.identifier), "reason": error.reason},
+        )
+        reason = f"undecodable change: {error.reason}"
+        letter: dict[str, Any] = {
+            "reason": reason,
+            "error_event_id": event_id,
+            "source": record.source,
+            "identifier": record.identifier,
+            "record": dict(record.raw),
+        }
+        try:
+            self._dead_letters.send(fit(letter, ("record",)), {"reason": reason, "error_event_id": event_id})
+        except Exception as failure:
+            self.telemetry.capture_error(failure, "cdc", "dead-letter", {"source": record.source})
+            return False
+        return True
+
+
+def _base64(value: object, what: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UndecodableChangeError(f"the {what} is not base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise UndecodableChangeError(f"the {what} is not valid base64") from None
+
+
+def _records(event: Mapping[str, Any]) -> list[StreamRecord]:
+    """The batch's records in order, whatever the trigger."""
+    found: list[StreamRecord] = []
+    stream_records = event.get("Records")
+    if isinstance(stream_records, list):
+        for raw in stream_records:
+            if not isinstance(raw, Mapping):
+                continue
+            source = str(raw.get("eventSource"))
+            section = raw.get("dynamodb") if source == "aws:dynamodb" else raw.get("kinesis")
+            sequence = ""
+            if isinstance(section, Mapping):
+                sequence = str(section.get("SequenceNumber") or section.get("sequenceNumber") or "")
+            found.append(StreamRecord(source, sequence, raw))
+        return found
+    kafka_batches = event.get("records")
+    if isinstance(kafka_batches, Mapping):
+        for batch in kafka_batches.values():
+            for raw in batch if isinstance(batch, list) else []:
+                if isinstance(raw, Mapping):
+                    identifier = {
+                        "partition": f"{raw.get('topic')}-{raw.get('partition')}",
+                        "offset": raw.get("offset"),
+                    }
+                    found.append(StreamRecord("kafka", identifier, raw))
+    return found
+
+
+def lag_seconds(change: Change) -> float | None:
+    return None if change.source_time_ms is None else max(0.0, time.time() - change.source_time_ms / 1000)
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

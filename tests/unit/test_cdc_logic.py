@@ -1,0 +1,122 @@
+"""CdcFunction's plain logic: Debezium and DynamoDB decoding, the change model, the CloudEvent, settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cdc import debezium, dynamodb
+from cdc.events import to_cloud_event
+from cdc.model import UndecodableChangeError
+from cdc.settings import CdcSettings
+from observability import ConfigError
+
+
+def envelope(op: str, **fields: object) -> bytes:
+    source = {
+        "name": "pg",
+        "db": "shop",
+        "schema": "public",
+        "table": "customers",
+        "ts_ms": 1_700_000_000_000,
+        "lsn": 9,
+    }
+    return json.dumps({"op": op, "source": source, **fields}).encode()
+
+
+KEY = b'{"id": 1}'
+
+
+class TestDebezium:
+    def test_message_and_truncate_rules(self):
+        message = debezium.decode(envelope("m", message={"prefix": "audit", "content": "aGk="}), None)
+        assert (message.operation, message.key, message.extra["message"]["prefix"]) == (
+            "message",
+            {"prefix": "audit"},
+            "audit",
+        )
+        truncate = debezium.decode(envelope("t"), None)
+        assert (truncate.operation, truncate.key) == ("truncated", {"table": "customers"})
+
+    def test_a_tombstone_is_nothing(self):
+        assert debezium.decode(None, KEY) is None
+        assert debezium.decode(b"   ", KEY) is None
+
+    def test_traceparent_from_the_header_or_a_column(self):
+        column = debezium.decode(envelope("c", after={"id": 1, "traceparent": "00-a-b-01"}), KEY)
+        assert column.traceparent == "00-a-b-01"
+        header = debezium.decode(
+            envelope("c", after={"id": 1, "traceparent": "00-a-b-01"}), KEY, traceparent="00-c-d-01"
+        )
+        assert header.traceparent == "00-c-d-01"
+
+    @pytest.mark.parametrize(
+        ("value", "key", "reason"),
+        [
+            (b"{nope", KEY, "not valid JSON"),
+            (b"[1]", KEY, "not a JSON object"),
+            (envelope("z"), KEY, "unknown op"),
+            (json.dumps({"op": "c"}).encode(), KEY, "no source"),
+            (envelope("c", after={"id": 1}), None, "no primary key"),
+            (envelope("c", after={"id": 1}), b'"scalar"', "no primary key"),
+            (envelope("c", after=[1]), KEY, "before/after"),
+        ],
+    )
+    def test_undecodable(self, value, key, reason):
+        with pytest.raises(UndecodableChangeError, match=reason):
+            debezium.decode(value, key)
+
+
+class TestDynamoDB:
+    def record(self, name: str = "MODIFY", **stream: object) -> dict:
+        return {
+            "eventName": name,
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/orders/stream/2026",
+            "dynamodb": {"Keys": {"order_id": {"S": "o-1"}}, "SequenceNumber": "100", **stream},
+        }
+
+    def test_images_are_deserialized_into_plain_values(self):
+        change = dynamodb.decode(
+            self.record(
+                OldImage={"order_id": {"S": "o-1"}, "n": {"N": "1"}, "tags": {"SS": ["b", "a"]}},
+                NewImage={"order_id": {"S": "o-1"}, "n": {"N": "2.5"}, "tags": {"SS": ["b", "a"]}},
+                ApproximateCreationDateTime=1_700_000_000,
+            ),
+            connector="dynamodb",
+            traceparent_attribute="traceparent",
+        )
+        assert (change.table, change.operation, change.key) == ("orders", "updated", {"order_id": "o-1"})
+        assert change.after == {"order_id": "o-1", "n": 2.5, "tags": ["a", "b"]}
+        assert change.changed_columns == ["n"]
+        assert change.source_time_ms == 1_700_000_000_000
+
+    @pytest.mark.parametrize(
+        ("record", "reason"),
+        [
+            ({"eventName": "WHAT"}, "unknown DynamoDB Streams event"),
+            ({"eventName": "INSERT", "dynamodb": {"Keys": {}}}, "no key"),
+            ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"S": "v"}}}}, "stream ARN"),
+            ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"BAD": "v"}}}}, "does not deserialize"),
+        ],
+    )
+    def test_undecodable(self, record, reason):
+        with pytest.raises(UndecodableChangeError, match=reason):
+            dynamodb.decode(record, connector="d", traceparent_attribute="traceparent")
+
+
+def test_the_cloudevent_is_stable_across_redeliveries_and_keyed_by_the_row():
+    change = debezium.decode(envelope("u", before={"id": 1, "a": 1}, after={"id": 1, "a": 2}), KEY)
+    first, again = to_cloud_event(change, "cdc"), to_cloud_event(change, "cdc")
+    assert first.get_id() == again.get_id()
+    assert first.get_type() == "cdc.customers.updated"
+    assert first.get_extension("partitionkey") == '{"id":1}'
+    assert first.get_time().year == 2023
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("CDC_TOPIC", "bad topic"), ("CDC_EVENT_TYPE_PREFIX", "a b"), ("PUBLISH_TIMEOUT_MS", "0")]
+)
+def test_bad_settings_fail_with_one_line(variable, value):
+    with pytest.raises(ConfigError) as raised:
+        CdcSettings.from_env({variable: value})
+    assert str(raised.value).startswith(f"{variable}=")

@@ -91,7 +91,12 @@ def _scenario(template: dict[str, Any], **overrides: str) -> ConsumerScenario:
 
 
 def _mappings(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {name: resource for name, resource in template["Resources"].items() if resource["Type"] == MAPPING}
+    """The consumer's Kafka mappings (CdcFunction has its own, checked in test_cdc_template.py)."""
+    return {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == MAPPING and resource["Properties"]["FunctionName"] == {"Ref": "KafkaConsumerFunction"}
+    }
 
 
 def _active_mappings(template: dict[str, Any], scenario: ConsumerScenario) -> dict[str, dict[str, Any]]:

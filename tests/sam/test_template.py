@@ -126,6 +126,8 @@ EMPTY_KAFKA_BATCH = {"eventSource": "aws:kafka", "bootstrapServers": "127.0.0.1:
     [
         ("IngestFunction", "functions/ingest/", HEALTH_CHECK, {"statusCode": 200, "body": '{"status":"ok"}'}),
         ("KafkaConsumerFunction", "functions/consumer/", EMPTY_KAFKA_BATCH, {"batchItemFailures": []}),
+        ("CdcFunction", "functions/cdc/", {"Records": []}, {"batchItemFailures": []}),
+        ("MaintenanceFunction", "functions/maintenance/", {"source": "aws.events"}, {"connectors": {}}),
     ],
 )
 def test_each_function_loads_as_lambda_loads_it(

@@ -12,6 +12,7 @@ local webhook receiver (it checks the HMAC signature) and another Kafka topic.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -81,7 +82,7 @@ def start_stack() -> Stack:
         started.callback(prometheus.stop)
         admin = AdminClient({"bootstrap.servers": kafka.url})
         for future in admin.create_topics(
-            [NewTopic(topic, num_partitions=1, replication_factor=1) for topic in (*TOPICS, AUDIT_TOPIC)]
+            [NewTopic(topic, num_partitions=1, replication_factor=1) for topic in (*TOPICS, AUDIT_TOPIC, CDC_TOPIC)]
         ).values():
             future.result(10)
         started.pop_all()
@@ -196,6 +197,7 @@ def print_trace(spans: list[ReceivedSpan]) -> None:
 def run_demo(stack: Stack, webhook: WebhookReceiver) -> None:
     accepted, error_id = run_ingest(stack)
     run_consumer(stack, webhook, len(accepted))
+    run_cdc(stack)
     show_traces(stack)
     show_metrics(stack)
     print("\n== The captured error ==")
@@ -243,8 +245,63 @@ def run_consumer(stack: Stack, webhook: WebhookReceiver, count: int) -> None:
     print(f"  Kafka topic {AUDIT_TOPIC} got {audited} record(s)")
 
 
+CDC_TOPIC = "cdc-events"
+
+
+def header_pairs(headers: object) -> list[tuple[str, bytes | None]]:
+    if isinstance(headers, list):
+        return [(str(name), value if isinstance(value, bytes) else None) for name, value in headers]
+    return []
+
+
+def run_cdc(stack: Stack) -> None:
+    """A Postgres row created then updated, as Debezium Server delivers the changes through Kinesis."""
+    print("\n== CdcFunction: two Debezium changes of one Postgres row, over Kinesis ==")
+    os.environ.update(function_environment(stack, "cdc") | {"CDC_TOPIC": CDC_TOPIC})
+    cdc: Handler = load_handler_module("cdc", "cdc").handler
+    source = {"name": "shop-db", "db": "shop", "schema": "public", "table": "customers"}
+    now_ms = int(time.time() * 1000)
+    changes = [
+        {
+            "op": "c",
+            "before": None,
+            "after": {"id": 7, "tier": "silver"},
+            "source": {**source, "ts_ms": now_ms - 900, "lsn": 1},
+        },
+        {
+            "op": "u",
+            "before": {"id": 7, "tier": "silver"},
+            "after": {"id": 7, "tier": "gold"},
+            "source": {**source, "ts_ms": now_ms - 400, "lsn": 2},
+        },
+    ]
+    records = [
+        {
+            "eventSource": "aws:kinesis",
+            "eventID": f"shardId-000000000000:{n}",
+            "kinesis": {
+                "partitionKey": json.dumps({"id": 7}),
+                "sequenceNumber": f"4959{n:040d}",
+                "data": base64.b64encode(json.dumps(change).encode()).decode(),
+            },
+        }
+        for n, change in enumerate(changes, start=1)
+    ]
+    print(f"  partial batch response: {cdc({'Records': records}, LambdaContext(function_name='cdc'))}")
+    consumer = Consumer({"bootstrap.servers": stack.kafka.url, "group.id": "demo-cdc", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(CDC_TOPIC, 0, 0)])
+    deadline, seen = time.monotonic() + 15, 0
+    while seen < len(changes) and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is not None and not message.error():
+            seen += 1
+            ce_type = dict(header_pairs(message.headers())).get("ce_type") or b""
+            print(f"  {CDC_TOPIC}: key={message.key()!r}  type={ce_type.decode()}")
+    consumer.close()
+
+
 def show_traces(stack: Stack) -> None:
-    print("\n== Traces (from the OTLP receiver): one per event, across both functions ==")
+    print("\n== Traces (from the OTLP receiver): one per event, across the functions ==")
     store = stack.otlp.store
     # consumer: invocation + batch + one per record + one per delivery
     consumer_spans = store.wait_for(
@@ -255,7 +312,8 @@ def show_traces(stack: Stack) -> None:
         names = [span.name for span in found]
         return names.count("POST /events") == len(EVENTS) and "GET /api/error" in names
 
-    spans = consumer_spans + store.wait_for(ingest_done, "ingest")
+    cdc_spans = store.wait_for(lambda found: sum(span.name == f"produce {CDC_TOPIC}" for span in found) >= 2, "cdc")
+    spans = consumer_spans + cdc_spans + store.wait_for(ingest_done, "ingest")
     by_trace: dict[str, list[ReceivedSpan]] = defaultdict(list)
     for span in spans:
         by_trace[span.trace_id].append(span)
@@ -273,15 +331,16 @@ def show_metrics(stack: Stack) -> None:
         "errors captured": "sum by (job, component, error_type) (errors_captured_total)",
         "Kafka operations": "sum by (operation, topic, status) (kafka_operations_total)",
         "CDC events": "sum by (connector, table, operation) (cdc_events_total)",
+        "CDC lag (changes observed)": "sum by (connector, table) (cdc_lag_seconds_count)",
         "deliveries": "sum by (subscription, target_type, outcome) (deliveries_total)",
         "cold starts": "sum by (job) (lambda_cold_starts_total)",
     }
     stack.prometheus.wait_for_pushgateway()
-    invocations = 'sum(lambda_invocations_total{job=~"ingest|consumer"})'
+    invocations = 'sum(lambda_invocations_total{job=~"ingest|consumer|cdc"})'
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:  # until the scrape after the last push has landed
-        # ingest: health, the events, cdc, error; the consumer: one batch
-        if [float(s["value"][1]) for s in stack.prometheus.query(invocations)] == [len(EVENTS) + 4]:
+        # ingest: health, the events, cdc, error; the consumer: one batch; CdcFunction: one batch
+        if [float(s["value"][1]) for s in stack.prometheus.query(invocations)] == [len(EVENTS) + 5]:
             break
         time.sleep(0.25)
     for title, expression in queries.items():

@@ -36,6 +36,11 @@ def test_demo_shows_connected_traces_metrics_and_the_error_id(tmp_path: Path):
     assert "partial batch response: {'batchItemFailures': []}" in out
     assert out.count("webhook (signature verified) got") == 2
     assert "Kafka topic orders-audit got 1 record(s)" in out
+    # CdcFunction: one row's two changes, keyed by the row, each in a new trace linked to the batch
+    assert "cdc-events: key=b'{\"id\":7}'  type=cdc.customers.created" in out
+    assert "cdc-events: key=b'{\"id\":7}'  type=cdc.customers.updated" in out
+    assert "cdc updated customers  [cdc]  (links: 1)" in out
+    assert "{connector=shop-db, operation=updated, table=customers} = 1" in out
     assert "{endpoint=/events, status=202} = 3" in out
     assert "{connector=orders-db, operation=update, table=orders} = 1" in out
     assert "{component=http, error_type=ValueError, job=ingest} = 1" in out

@@ -300,3 +300,24 @@ class TestDebeziumOverKafka:
         assert record.key() == b'{"id":42}'
         assert header(record, "ce_type") == b"cdc.customers.created"
         assert header(record, "traceparent").decode().split("-")[1] == TRACE_ID
+
+
+class TestRefusals:
+    def test_a_change_kafka_refuses_is_dead_lettered_not_retried(self, kafka_bootstrap, aws, monkeypatch):
+        big_row = {"id": 9, "blob": "x" * 1_100_000}  # over the producer's 1 MB message.max.bytes
+        records = [
+            kinesis_record({"id": 9}, debezium("c", "files", after=big_row), 1),
+            kinesis_record({"id": 10}, debezium("c", "files", after={"id": 10}), 2),
+        ]
+        cdc, topic = load_cdc(monkeypatch, kafka_bootstrap, aws)
+        assert cdc.handler({"Records": records}, LambdaContext(function_name="cdc")) == {"batchItemFailures": []}
+        (letter,) = letters(aws)
+        assert "refused by Kafka" in letter["reason"]
+        assert [key for key, _, _ in events_on(kafka_bootstrap, topic, 1)] == [b'{"id":10}']
+
+    def test_a_record_of_an_unknown_source_is_dead_lettered(self, kafka_bootstrap, aws, monkeypatch):
+        cdc, _ = load_cdc(monkeypatch, kafka_bootstrap, aws)
+        event = {"Records": [{"eventSource": "aws:sqs", "body": "{}"}]}
+        assert cdc.handler(event, LambdaContext(function_name="cdc")) == {"batchItemFailures": []}
+        (letter,) = letters(aws)
+        assert "unknown event source 'aws:sqs'" in letter["reason"]

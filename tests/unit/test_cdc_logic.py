@@ -120,3 +120,57 @@ def test_bad_settings_fail_with_one_line(variable, value):
     with pytest.raises(ConfigError) as raised:
         CdcSettings.from_env({variable: value})
     assert str(raised.value).startswith(f"{variable}=")
+
+
+class TestReviewedEdges:
+    def test_lambda_events_carry_binary_as_base64_and_it_stays_json(self):
+        from eventbus.records import to_kafka_record
+
+        record = {
+            "eventName": "INSERT",
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/files/stream/2026",
+            "dynamodb": {
+                "Keys": {"id": {"B": "AQI="}},
+                "NewImage": {
+                    "id": {"B": "AQI="},
+                    "chunks": {"BS": ["Ag==", "AQ=="]},
+                    "meta": {"M": {"thumb": {"B": "/w=="}}},
+                    "price": {"N": "12345678901234567.89"},
+                    "ratio": {"N": "12.5"},
+                },
+                "SequenceNumber": "7",
+            },
+        }
+        change = dynamodb.decode(record, connector="d", traceparent_attribute="traceparent")
+        assert change.key == {"id": "AQI="}
+        assert change.after["chunks"] == ["AQ==", "Ag=="]
+        assert change.after["meta"] == {"thumb": "/w=="}
+        assert change.after["price"] == "12345678901234567.89", "38-digit numbers keep every digit"
+        assert change.after["ratio"] == 12.5
+        value = to_kafka_record(to_cloud_event(change, "cdc"), "t", change.key_text).value
+        assert json.loads(value)["after"]["id"] == "AQI="
+
+    def test_debezium_servers_default_kinesis_partition_key_is_no_key(self):
+        truncate = debezium.decode(envelope("t"), b"default")
+        assert truncate.key == {"table": "customers"}
+        with pytest.raises(UndecodableChangeError, match="no primary key"):
+            debezium.decode(envelope("c", after={"id": 1}), b"default")
+
+    def test_two_changes_in_one_millisecond_without_lsn_get_different_ids(self):
+        def sqlserver(change_lsn: str) -> bytes:
+            source = {
+                "name": "mssql",
+                "db": "shop",
+                "table": "orders",
+                "ts_ms": 1_700_000_000_000,
+                "change_lsn": change_lsn,
+            }
+            return json.dumps({"op": "u", "source": source, "before": {"id": 1}, "after": {"id": 1}}).encode()
+
+        first = to_cloud_event(debezium.decode(sqlserver("00000025:00000d98:0002"), KEY), "cdc")
+        second = to_cloud_event(debezium.decode(sqlserver("00000025:00000d98:0003"), KEY), "cdc")
+        assert first.get_id() != second.get_id()
+
+    def test_a_delete_does_not_continue_the_previous_writers_trace(self):
+        change = debezium.decode(envelope("d", before={"id": 1, "traceparent": "00-a-b-01"}), KEY)
+        assert change.traceparent is None

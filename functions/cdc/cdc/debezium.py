@@ -43,6 +43,18 @@ def _position(source: Mapping[str, Any]) -> str:
     return f"ts:{source.get('ts_ms')}"
 
 
+def _row_key(key: bytes | None) -> dict[str, Any]:
+    """The row's primary key from the record key. Debezium Server's Kinesis sink puts the key's JSON in the
+    partition key, and a constant ("default") for keyless records: that is no key."""
+    try:
+        row_key = parse_json(key, "record key")
+    except UndecodableChangeError:
+        row_key = None
+    if isinstance(row_key, Mapping) and row_key:
+        return dict(row_key)
+    raise UndecodableChangeError("the change has no primary key (the record key is missing or not a JSON object)")
+
+
 def decode(
     value: bytes | None, key: bytes | None, *, traceparent: str | None = None, traceparent_column: str = "traceparent"
 ) -> Change | None:
@@ -64,21 +76,18 @@ def decode(
     for image in (before, after):
         if image is not None and not isinstance(image, Mapping):
             raise UndecodableChangeError("before/after must be objects")
-    row_key = parse_json(key, "record key")
     if op == "t":
         change_key: dict[str, Any] = {"table": table}
     elif op == "m":
         message = envelope.get("message")
         change_key = {"prefix": message.get("prefix") if isinstance(message, Mapping) else None}
         table = table or connector
-    elif isinstance(row_key, Mapping) and row_key:
-        change_key = dict(row_key)
     else:
-        raise UndecodableChangeError("the change has no primary key (the record key is missing or not an object)")
+        change_key = _row_key(key)
     if not isinstance(table, str) or not table:
         raise UndecodableChangeError("the source block names no table")
-    row = after or before or {}
-    column_trace = row.get(traceparent_column) if isinstance(row, Mapping) else None
+    # a delete's `before` holds the previous writer's trace: only the new row's column continues one
+    column_trace = after.get(traceparent_column) if isinstance(after, Mapping) else None
     ts_ms = source.get("ts_ms")
     return Change(
         connector=connector,
@@ -89,6 +98,7 @@ def decode(
         after=dict(after) if after else None,
         source_time_ms=int(ts_ms) if isinstance(ts_ms, (int, float)) else None,
         position=_position(source),
+        identity=json.dumps(source, sort_keys=True, separators=(",", ":"), default=str),
         database=source.get("db"),
         schema=source.get("schema"),
         traceparent=traceparent or (column_trace if isinstance(column_trace, str) else None),

@@ -2,27 +2,53 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
+from boto3.dynamodb.types import Binary, TypeDeserializer
 
 from cdc.model import OPERATIONS, Change, UndecodableChangeError
 
 _DESERIALIZER = TypeDeserializer()
 
 
-def _plain(value: Any) -> Any:  # noqa: ANN401 - DynamoDB values of any shape
-    """JSON-friendly: Decimals become int or float, sets become sorted lists, binary stays bytes."""
+def _plain(value: Any) -> Any:  # noqa: ANN401, PLR0911 - DynamoDB values of any shape, one return per kind
+    """JSON values: integers stay exact, other numbers become floats only where a float holds them exactly
+    (else the exact decimal text: DynamoDB keeps 38 digits), binary becomes base64 text, sets sorted lists."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        if value == value.to_integral_value():
+            return int(value)
+        as_float = float(value)
+        return as_float if Decimal(repr(as_float)) == value else str(value)
+    if isinstance(value, Binary):
+        raw: bytes = getattr(value, "value")  # noqa: B009 - the stubs do not declare it
+        return base64.b64encode(raw).decode()
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode()
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     if isinstance(value, (set, frozenset)):
-        return sorted((_plain(item) for item in value), key=str)
+        return sorted((_plain(item) for item in value), key=lambda item: (str(type(item)), str(item)))
+    return value
+
+
+def _decode_binary(value: Any) -> Any:  # noqa: ANN401 - an AttributeValue
+    """Lambda's stream events carry B and BS values as base64 text; TypeDeserializer wants bytes."""
+    if not isinstance(value, Mapping):
+        return value
+    if isinstance(value.get("B"), str):
+        return {"B": base64.b64decode(value["B"])}
+    if isinstance(value.get("BS"), list):
+        return {"BS": [base64.b64decode(item) if isinstance(item, str) else item for item in value["BS"]]}
+    if isinstance(value.get("M"), Mapping):
+        return {"M": {name: _decode_binary(item) for name, item in value["M"].items()}}
+    if isinstance(value.get("L"), list):
+        return {"L": [_decode_binary(item) for item in value["L"]]}
     return value
 
 
@@ -32,8 +58,8 @@ def _image(image: object, what: str) -> dict[str, Any] | None:
     if not isinstance(image, Mapping):
         raise UndecodableChangeError(f"{what} is not a DynamoDB item")
     try:
-        return {name: _plain(_DESERIALIZER.deserialize(value)) for name, value in image.items()}
-    except (TypeError, ValueError, KeyError) as error:
+        return {name: _plain(_DESERIALIZER.deserialize(_decode_binary(value))) for name, value in image.items()}
+    except (TypeError, ValueError, KeyError, binascii.Error) as error:
         raise UndecodableChangeError(f"{what} does not deserialize: {error}") from None
 
 
@@ -56,7 +82,7 @@ def decode(record: Mapping[str, Any], *, connector: str, traceparent_attribute: 
         raise UndecodableChangeError("the record has no key")
     before, after = _image(stream.get("OldImage"), "OldImage"), _image(stream.get("NewImage"), "NewImage")
     created = stream.get("ApproximateCreationDateTime")
-    traceparent = (after or before or {}).get(traceparent_attribute)
+    traceparent = (after or {}).get(traceparent_attribute)  # a delete's old image holds the previous writer's trace
     return Change(
         connector=connector,
         table=table_of(record.get("eventSourceARN")),

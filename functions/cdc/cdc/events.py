@@ -13,7 +13,10 @@ from cdc.model import Change
 
 
 def to_cloud_event(change: Change, prefix: str) -> CloudEvent:
-    identity = f"{change.connector}|{change.table}|{change.position}|{change.key_text}|{change.operation}"
+    # stable across redeliveries, distinct for two changes of one row (the source block differs: LSN, binlog
+    # position, SCN, change_lsn, ordinal...; DynamoDB: the sequence number)
+    where = change.identity or change.position
+    identity = f"{change.connector}|{change.table}|{where}|{change.key_text}|{change.operation}"
     attributes: dict[str, Any] = {
         "specversion": "1.0",
         "id": hashlib.sha256(identity.encode()).hexdigest()[:32],

@@ -42,6 +42,7 @@ class Change:
     schema: str | None = None
     traceparent: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    identity: str = ""  # what makes this change unique in its source's log (Debezium: the source block)
 
     @property
     def changed_columns(self) -> list[str]:

@@ -19,6 +19,7 @@ from eventbus.producer import EventProducer
 from eventbus.records import to_kafka_record
 from observability import Telemetry
 from observability.tracing import kafka_headers_as_text
+from observability.tracing.propagation import span_context_of
 from observability.types import LambdaContext
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -83,6 +84,8 @@ class CdcProcessor:
             return dynamodb.decode(
                 raw, connector=settings.dynamodb_connector, traceparent_attribute=settings.traceparent_attribute
             )
+        if record.source not in ("aws:kinesis", "kafka"):
+            raise UndecodableChangeError(f"unknown event source {record.source!r}")
         if record.source == "aws:kinesis":
             kinesis = raw.get("kinesis")
             if not isinstance(kinesis, Mapping):
@@ -104,14 +107,15 @@ class CdcProcessor:
     ) -> list[dict[str, Any]]:
         if not records:
             return []
-        kafka_records, parents = [], []
+        kafka_records, parents, sendable = [], [], []
+        failures: list[dict[str, Any]] = []
         for record in records:
             change = record.change
             if change is None:
                 continue
-            carried = (
-                self.telemetry.tracing.extract({"traceparent": change.traceparent}) if change.traceparent else None
-            )
+            extracted = self.telemetry.tracing.extract({"traceparent": change.traceparent or ""})
+            # none, or not a valid one: a new trace linked to the batch
+            carried = extracted if span_context_of(extracted) is not None else None
             with self.telemetry.cdc_operation(
                 change.connector,
                 change.table,
@@ -121,17 +125,30 @@ class CdcProcessor:
             ) as operation:
                 if change.source_time_ms is not None:
                     operation.record_source_time(change.source_time_ms / 1000)
-                event = to_cloud_event(change, self.settings.event_type_prefix)
-                kafka_records.append(to_kafka_record(event, self.settings.topic, change.key_text))
+                try:
+                    event = to_cloud_event(change, self.settings.event_type_prefix)
+                    kafka_record = to_kafka_record(event, self.settings.topic, change.key_text)
+                except Exception as error:  # a value JSON cannot carry: this change will never encode
+                    if not self._dead_letter(record, UndecodableChangeError(f"the change does not encode: {error}")):
+                        failures.append({"itemIdentifier": record.identifier})
+                    continue
+                kafka_records.append(kafka_record)
+                sendable.append(record)
                 parents.append(trace.set_span_in_context(operation.span) if operation.span else Context())
+        if not kafka_records:
+            return failures
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 30.0
         timeout = min(self.settings.publish_timeout_s, remaining - self.telemetry.settings.flush_timeout_s - 0.5)
         deliveries = self._producer.send(kafka_records, timeout_s=max(0.0, timeout), parents=parents)
-        return [
-            {"itemIdentifier": record.identifier}
-            for record, delivery in zip(records, deliveries, strict=True)
-            if not delivery.ok
-        ]
+        for record, delivery in zip(sendable, deliveries, strict=True):
+            if delivery.ok:
+                continue
+            if delivery.permanent:  # the broker or client refused it for good: a retry would only block the shard
+                refused = UndecodableChangeError(f"the change was refused by Kafka: {delivery.error}")
+                if self._dead_letter(record, refused):
+                    continue
+            failures.append({"itemIdentifier": record.identifier})
+        return failures
 
     def _dead_letter(self, record: StreamRecord, error: UndecodableChangeError) -> bool:
         event_id = self.telemetry.capture_error(
@@ -140,7 +157,7 @@ class CdcProcessor:
             "decode",
             {"source": record.source, "identifier": str(record.identifier), "reason": error.reason},
         )
-        reason = f"undecodable change: {error.reason}"
+        reason = error.reason if error.reason.startswith("the change") else f"undecodable change: {error.reason}"
         letter: dict[str, Any] = {
             "reason": reason,
             "error_event_id": event_id,

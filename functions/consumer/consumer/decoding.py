@@ -22,11 +22,13 @@ from cloudevents.core.bindings import kafka as kafka_binding
 from cloudevents.core.v1.event import CloudEvent
 from eventbus.records import EVENT_FORMAT
 
+from consumer.errors import ConsumerError
+
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
-class PoisonRecordError(Exception):
+class PoisonRecordError(ConsumerError):
     """The record cannot become a CloudEvent; `reason` says why (it goes to the DLQ with the record)."""
 
     def __init__(self, reason: str) -> None:

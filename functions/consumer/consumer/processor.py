@@ -33,6 +33,7 @@ from opentelemetry.util.types import AttributeValue
 
 from consumer.dead_letters import DeadLetter, DeadLetterQueue
 from consumer.decoding import PoisonRecordError, RawRecord, read_record, to_cloud_event
+from consumer.errors import ConsumerError
 from consumer.settings import ConsumerSettings
 from consumer.subscriptions import Subscription, matching
 from consumer.targets import Deliverer, DeliveryError
@@ -42,7 +43,7 @@ MAX_TRACKED_ATTEMPTS = 10_000
 RESPONSE_RESERVE_S = 0.5
 
 
-class RetryRecordError(Exception):
+class RetryRecordError(ConsumerError):
     """Marks a record for the partial batch response (the mapping delivers it again)."""
 
 

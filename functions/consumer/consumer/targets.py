@@ -16,6 +16,7 @@ from cloudevents.core.base import BaseCloudEvent
 from eventbus.producer import EventProducer
 from eventbus.records import to_kafka_record
 
+from consumer.errors import ConsumerError
 from consumer.subscriptions import Subscription
 
 SIGNATURE_HEADER = "X-Eventbus-Signature"
@@ -35,7 +36,7 @@ TRANSIENT_AWS_CODES = frozenset(
 )
 
 
-class DeliveryError(Exception):
+class DeliveryError(ConsumerError):
     def __init__(self, reason: str, *, transient: bool) -> None:
         super().__init__(reason)
         self.reason = reason

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from localbus import servers
 from localbus.context import LambdaContext
 from localbus.functions import load_handler_module
-from localbus.kafka_events import lambda_event, lambda_record
+from localbus.kafka_events import header, lambda_event, lambda_record, read_topic
 from localbus.traces import ReceivedSpan
 from localbus.webhook import WebhookReceiver
 
@@ -133,31 +132,9 @@ def consumer_environment(webhook: WebhookReceiver) -> dict[str, str]:
     return {"SUBSCRIPTIONS": json.dumps(subscriptions), "WEBHOOK_SECRET": WEBHOOK_SECRET}
 
 
-def read_back(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-audit", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    count, deadline = 0, time.monotonic() + 15
-    while time.monotonic() < deadline:
-        message = consumer.poll(0.2)
-        if message is not None and not message.error():
-            count += 1
-        elif count:
-            break
-    consumer.close()
-    return count
-
-
 def poll_as_lambda_event(bootstrap: str, count: int) -> dict[str, Any]:
     """Read `count` records and shape them the way Lambda's Kafka event source mapping delivers them."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, 0, 0) for topic in TOPICS])
-    records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 15
-    while len(records) < count and time.monotonic() < deadline:
-        message = consumer.poll(0.2)
-        if message is not None and not message.error():
-            records.append(lambda_record(message))
-    consumer.close()
+    records = [lambda_record(message) for message in read_topic(bootstrap, TOPICS, count)]
     return lambda_event(records, source="SelfManagedKafka", bootstrap=bootstrap)
 
 
@@ -241,17 +218,11 @@ def run_consumer(stack: Stack, webhook: WebhookReceiver, count: int) -> None:
     for delivery in webhook.received:
         event = delivery["event"]
         print(f"  webhook (signature verified) got {event['type']} id={event['id']}")
-    audited = read_back(stack.kafka.url, AUDIT_TOPIC)
+    audited = len(read_topic(stack.kafka.url, AUDIT_TOPIC, 1))
     print(f"  Kafka topic {AUDIT_TOPIC} got {audited} record(s)")
 
 
 CDC_TOPIC = "cdc-events"
-
-
-def header_pairs(headers: object) -> list[tuple[str, bytes | None]]:
-    if isinstance(headers, list):
-        return [(str(name), value if isinstance(value, bytes) else None) for name, value in headers]
-    return []
 
 
 def run_cdc(stack: Stack) -> None:
@@ -288,16 +259,9 @@ def run_cdc(stack: Stack) -> None:
         for n, change in enumerate(changes, start=1)
     ]
     print(f"  partial batch response: {cdc({'Records': records}, LambdaContext(function_name='cdc'))}")
-    consumer = Consumer({"bootstrap.servers": stack.kafka.url, "group.id": "demo-cdc", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(CDC_TOPIC, 0, 0)])
-    deadline, seen = time.monotonic() + 15, 0
-    while seen < len(changes) and time.monotonic() < deadline:
-        message = consumer.poll(0.2)
-        if message is not None and not message.error():
-            seen += 1
-            ce_type = dict(header_pairs(message.headers())).get("ce_type") or b""
-            print(f"  {CDC_TOPIC}: key={message.key()!r}  type={ce_type.decode()}")
-    consumer.close()
+    for message in read_topic(stack.kafka.url, CDC_TOPIC, len(changes)):
+        ce_type = header(message, "ce_type") or b""
+        print(f"  {CDC_TOPIC}: key={message.key()!r}  type={ce_type.decode()}")
 
 
 def show_traces(stack: Stack) -> None:

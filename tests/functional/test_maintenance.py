@@ -26,6 +26,7 @@ from maintenance import Maintenance, MskConnectSource
 from moto import mock_aws
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 from support import pushgateway as gateway
+from support.fakes import FakeKafkaConnectClient
 from support.functions import load_function
 
 pytestmark = pytest.mark.servers
@@ -272,21 +273,6 @@ class TestMskConnect:
             if sample.name == "cdc_connector_status" and sample.labels.get("instance") == telemetry.instance_id
         }
         assert pushed == {"orders-msk": 1, "payments-msk": 0, "gone-msk": 0}
-
-
-class FakeKafkaConnectClient:
-    """In-memory stand-in for boto3's `kafkaconnect` client (moto has none): connectorState by ARN."""
-
-    def __init__(self, states: dict[str, str]) -> None:
-        self.states = states
-        self.calls: list[str] = []
-
-    def describe_connector(self, *, connectorArn: str) -> dict[str, Any]:  # noqa: N803 - boto3's name
-        self.calls.append(connectorArn)
-        if connectorArn not in self.states:
-            raise LookupError(f"NotFoundException: {connectorArn}")
-        name = connectorArn.split("/")[1]
-        return {"connectorArn": connectorArn, "connectorName": name, "connectorState": self.states[connectorArn]}
 
 
 class TestStaleGroups:

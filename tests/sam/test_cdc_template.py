@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sam.test_consumer_template import BROKERS, MAPPING, NETWORK_INTERFACE_ACTIONS, ConsumerScenario
+from sam.test_consumer_template import (
+    BROKERS,
+    MAPPING,
+    NETWORK_INTERFACE_ACTIONS,
+    ConsumerScenario,
+    _actions,
+    _by_sid,
+)
 from sam.test_ingest_template import MSK_CLUSTER, NO_VALUE, SCRAM_SECRET, load_intrinsics
 
 pytestmark = pytest.mark.sam
@@ -56,17 +63,6 @@ def _statements(template: dict[str, Any], function: str, scenario: ConsumerScena
     policies = scenario.resolve(template["Resources"][function]["Properties"]["Policies"])
     assert all(isinstance(policy, dict) and set(policy) <= {"Version", "Statement"} for policy in policies)
     return [statement for policy in policies for statement in policy["Statement"]]
-
-
-def _actions(statement: dict[str, Any]) -> set[str]:
-    actions = statement["Action"]
-    return {actions} if isinstance(actions, str) else set(actions)
-
-
-def _by_sid(statements: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    by_sid = {statement["Sid"]: statement for statement in statements}
-    assert len(by_sid) == len(statements), "every statement has its own Sid"
-    return by_sid
 
 
 # ------------------------------------------------------------------------------------------------------ CdcFunction

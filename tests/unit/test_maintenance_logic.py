@@ -27,6 +27,7 @@ from maintenance.connectors import connect_status_running, connector_names
 from maintenance.rest import Endpoint
 from maintenance.settings import connector_name_from_arn
 from observability import ConfigError
+from support.fakes import FakeKafkaConnectClient
 
 ARN = "arn:aws:kafkaconnect:eu-west-1:123456789012:connector/orders-cdc/0f6a5c2e-1111-2222-3333-444455556666-3"
 NOW = 1_800_000_000.0
@@ -124,20 +125,6 @@ class TestKafkaConnectStatus:
         for answer in ({"a": {}}, [1], "a"):
             with pytest.raises(UnexpectedAnswerError):
                 connector_names(answer)
-
-
-class FakeKafkaConnectClient:
-    """In-memory stand-in for boto3's `kafkaconnect` client (moto has none)."""
-
-    def __init__(self, states: dict[str, str]) -> None:
-        self.states = states
-        self.calls: list[str] = []
-
-    def describe_connector(self, *, connectorArn: str) -> dict[str, Any]:  # noqa: N803 - boto3's name
-        self.calls.append(connectorArn)
-        if connectorArn not in self.states:
-            raise LookupError("NotFoundException")
-        return {"connectorArn": connectorArn, "connectorState": self.states[connectorArn]}
 
 
 class TestMskConnectSource:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,11 +208,3 @@ def _records(event: Mapping[str, Any]) -> list[StreamRecord]:
                     }
                     found.append(StreamRecord("kafka", identifier, raw))
     return found
-
-
-def lag_seconds(change: Change) -> float | None:
-    return None if change.source_time_ms is None else max(0.0, time.time() - change.source_time_ms / 1000)
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)

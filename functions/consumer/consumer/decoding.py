@@ -20,6 +20,7 @@ from typing import Any
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import kafka as kafka_binding
 from cloudevents.core.v1.event import CloudEvent
+from eventbus.checks import describe, identity_problem
 from eventbus.records import EVENT_FORMAT
 
 from consumer.errors import ConsumerError
@@ -165,7 +166,7 @@ def _binary(raw: RawRecord) -> BaseCloudEvent:
         message = kafka_binding.KafkaMessage(headers=headers, key=raw.key, value=raw.value or b"")
         parsed = kafka_binding.from_binary(message, EVENT_FORMAT, CloudEvent)
     except Exception as error:
-        raise PoisonRecordError(f"invalid CloudEvent: {_describe(error)}") from None
+        raise PoisonRecordError(f"invalid CloudEvent: {describe(error)}") from None
     return parsed
 
 
@@ -179,17 +180,11 @@ def _structured(document: object) -> BaseCloudEvent:
     try:
         return EVENT_FORMAT.read(CloudEvent, json.dumps(document))
     except Exception as error:
-        raise PoisonRecordError(f"invalid CloudEvent: {_describe(error)}") from None
+        raise PoisonRecordError(f"invalid CloudEvent: {describe(error)}") from None
 
 
 def _checked(event: BaseCloudEvent) -> BaseCloudEvent:
-    for name in ("id", "source", "type"):
-        value = event.get_attributes().get(name)
-        if not isinstance(value, str) or not value:
-            raise PoisonRecordError(f"invalid CloudEvent: attribute {name!r} must be a non-empty string")
+    problem = identity_problem(event)
+    if problem:
+        raise PoisonRecordError(f"invalid CloudEvent: {problem}")
     return event
-
-
-def _describe(error: Exception) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
-import json
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -180,7 +179,3 @@ def _attributes(event: BaseCloudEvent, trace_headers: Mapping[str, str]) -> dict
     for name, value in list(trace_headers.items())[:4]:
         attributes[name] = {"DataType": "String", "StringValue": value}
     return attributes
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)

@@ -24,6 +24,7 @@ from typing import Any
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.http import HTTPMessage, from_binary
 from cloudevents.core.v1.event import CloudEvent
+from eventbus.checks import describe, identity_problem
 from eventbus.records import EVENT_FORMAT
 
 from ingest.errors import MalformedRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
@@ -123,7 +124,7 @@ def _structured(item: object, index: int | None) -> BaseCloudEvent:
     except MalformedRequestError as error:
         raise MalformedRequestError(where + error.detail) from None
     except Exception as error:  # the SDK's validation errors, bad time strings, bad base64 ...
-        raise MalformedRequestError(f"{where}{_describe(error)}") from None
+        raise MalformedRequestError(f"{where}{describe(error)}") from None
 
 
 def _check_structured(item: dict[str, Any]) -> None:
@@ -158,7 +159,7 @@ def _binary(request: IncomingRequest) -> BaseCloudEvent:
         # binary mode carries the data as opaque bytes: keep them exactly as sent (no JSON round trip)
         event = CloudEvent(parsed.get_attributes(), request.body or None)
     except Exception as error:
-        raise MalformedRequestError(_describe(error)) from None
+        raise MalformedRequestError(describe(error)) from None
     return _checked(event)
 
 
@@ -184,7 +185,7 @@ def _plain(request: IncomingRequest) -> BaseCloudEvent:
     except MalformedRequestError:
         raise
     except Exception as error:
-        raise MalformedRequestError(_describe(error)) from None
+        raise MalformedRequestError(describe(error)) from None
 
 
 CORE_ATTRIBUTES = frozenset({"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"})
@@ -195,11 +196,10 @@ def _checked(event: BaseCloudEvent) -> BaseCloudEvent:
     """Checks the SDK leaves to us: the identifying attributes are non-empty strings, every text is valid
     Unicode (no lone surrogates, which Kafka headers could not carry), and extension values have a
     CloudEvents type (string, 32-bit integer, boolean; not objects, arrays or floats)."""
+    problem = identity_problem(event)
+    if problem:
+        raise MalformedRequestError(problem)
     attributes = event.get_attributes()
-    for name in ("id", "source", "type"):
-        value = attributes.get(name)
-        if not isinstance(value, str) or not value:
-            raise MalformedRequestError(f"attribute {name!r} must be a non-empty string")
     for name, value in attributes.items():
         if isinstance(value, str):
             _check_text(value, f"attribute {name!r}")
@@ -220,8 +220,3 @@ def _check_text(value: str, what: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise MalformedRequestError(f"{what} is not valid Unicode text (a lone surrogate)") from None
-
-
-def _describe(error: Exception) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

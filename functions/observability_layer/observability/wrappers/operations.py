@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -26,7 +27,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Operation:
+class Operation(ABC):
     """Base of the operation wrappers. Subclasses say what the span and the metrics are."""
 
     component = "operation"
@@ -43,8 +44,8 @@ class Operation:
         self._span_scope: AbstractContextManager[Span] | None = None
 
     # what subclasses define
-    def span_name(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def span_name(self) -> str: ...
 
     def span_kind(self) -> SpanKind:
         return SpanKind.INTERNAL
@@ -55,6 +56,7 @@ class Operation:
     def error_context(self) -> dict[str, Any]:
         return {}
 
+    @abstractmethod
     def record(self, seconds: float, error: BaseException | None) -> None:
         """Record the operation's metrics once it ended."""
 

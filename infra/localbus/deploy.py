@@ -1,0 +1,180 @@
+"""`sam build`, then `samlocal deploy` of template.yaml to the local stack, with samconfig.toml's `local` environment.
+
+The parameters are samconfig.toml's `local` parameter_overrides, then the live addresses of the stack's servers
+(its ports are chosen at start), then the caller's own. LocalStack cannot update a REST API in place ("Unable to
+update resource type AWS::ApiGateway::RestApi"), so an existing stack is deleted and created again: on the local
+stack a deploy is always a fresh create (about ten seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from localbus.venvs import REPO
+
+TEMPLATE = REPO / "template.yaml"
+SAMCONFIG = REPO / "samconfig.toml"
+REGION = "us-east-1"
+CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}  # LocalStack's defaults
+
+
+class DeployError(RuntimeError):
+    """sam build or deploy failed; the message carries the tool's own output."""
+
+
+def aws_client(service: str, endpoint_url: str) -> Any:
+    """A boto3 client for the local stack (LocalStack's default account and region)."""
+    config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=120)
+    return boto3.client(service, endpoint_url=endpoint_url, region_name=REGION, config=config, **CREDENTIALS)
+
+
+def sam_binary(name: str = "sam") -> str:
+    """`sam` or `samlocal` from the SAM venv the Makefile makes (SAM_CLI names `sam` elsewhere)."""
+    folder = Path(os.environ["SAM_CLI"]).parent if os.environ.get("SAM_CLI") else REPO / ".venv-sam" / "bin"
+    binary = folder / name
+    if not binary.exists():
+        raise DeployError(f"{binary} is missing: run `make setup`")
+    return str(binary)
+
+
+def sam_environment(endpoint_url: str | None = None) -> dict[str, str]:
+    """`sam build` without a container needs the runtime's own interpreter first on PATH: this venv's is 3.13."""
+    python_bin = os.environ.get("PYTHON313_BIN") or str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{python_bin}{os.pathsep}{os.environ.get('PATH', '')}", "SAM_CLI_TELEMETRY": "0"}
+    env["DISABLE_DEPRECATION_NOTICE"] = "1"
+    if endpoint_url:
+        env.update({"AWS_ENDPOINT_URL": endpoint_url, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION})
+        env.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+        env.pop("AWS_PROFILE", None)
+    return env
+
+
+def run(argv: list[str], env: Mapping[str, str], what: str, timeout: float = 540) -> str:
+    result = subprocess.run(  # the SAM CLI, from our own venv
+        argv, cwd=REPO, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise DeployError(f"{what} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result.stdout + result.stderr
+
+
+def build(build_dir: Path) -> Path:
+    """`sam build` (no container) into build_dir; returns the built template."""
+    run(
+        [sam_binary(), "build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir), "--base-dir", str(REPO)],
+        sam_environment(),
+        "sam build",
+    )
+    return build_dir / "template.yaml"
+
+
+def samconfig_parameters(config_env: str = "local") -> dict[str, str]:
+    """The environment's parameter_overrides from samconfig.toml, as a dict."""
+    config = tomllib.loads(SAMCONFIG.read_text())
+    overrides = config[config_env]["deploy"]["parameters"].get("parameter_overrides", "")
+    pairs = shlex.split(overrides) if isinstance(overrides, str) else list(overrides)
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def samconfig_stack_name(config_env: str = "local") -> str:
+    config = tomllib.loads(SAMCONFIG.read_text())
+    return str(config[config_env]["global"]["parameters"]["stack_name"])
+
+
+@dataclass(frozen=True)
+class Deployment:
+    stack_name: str
+    endpoint_url: str
+    outputs: dict[str, str]
+    resources: dict[str, str]  # logical id -> physical id
+    parameters: dict[str, str]
+    seconds: float
+
+    @property
+    def api_url(self) -> str:
+        """The REST API's stage on LocalStack's execute-api data plane (this stack's port, not 4566)."""
+        return f"{self.endpoint_url}/_aws/execute-api/{self.outputs['EventBusApiId']}/{self.parameters['Stage']}"
+
+    def api_key(self) -> str | None:
+        key_id = self.outputs.get("EventBusApiKeyId")
+        if not key_id:
+            return None
+        return str(aws_client("apigateway", self.endpoint_url).get_api_key(apiKey=key_id, includeValue=True)["value"])
+
+
+def delete_stack(endpoint_url: str, stack_name: str, timeout: float = 120) -> None:
+    cloudformation = aws_client("cloudformation", endpoint_url)
+    try:
+        cloudformation.describe_stacks(StackName=stack_name)
+    except cloudformation.exceptions.ClientError:
+        return
+    cloudformation.delete_stack(StackName=stack_name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
+        except cloudformation.exceptions.ClientError:
+            return
+        if status == "DELETE_COMPLETE":
+            return
+        if status == "DELETE_FAILED":
+            raise DeployError(f"deleting {stack_name} failed")
+        time.sleep(0.5)
+    raise DeployError(f"deleting {stack_name} took more than {timeout:.0f} s")
+
+
+def deploy(
+    endpoint_url: str,
+    built_template: Path,
+    parameters: Mapping[str, str],
+    *,
+    config_env: str = "local",
+    stack_name: str | None = None,
+) -> Deployment:
+    """Deploy the built template with samlocal; samconfig's parameters first, then `parameters`."""
+    stack_name = stack_name or samconfig_stack_name(config_env)
+    merged = {**samconfig_parameters(config_env), **parameters}
+    started = time.perf_counter()
+    delete_stack(endpoint_url, stack_name)
+    overrides = [f"{key}={value}" for key, value in merged.items()]
+    run(
+        [
+            sam_binary("samlocal"),
+            "deploy",
+            "--template-file",
+            str(built_template),
+            "--config-file",
+            str(SAMCONFIG),
+            "--config-env",
+            config_env,
+            "--stack-name",
+            stack_name,
+            "--region",
+            REGION,
+            "--no-fail-on-empty-changeset",
+            "--parameter-overrides",
+            *overrides,
+        ],
+        sam_environment(endpoint_url),
+        "samlocal deploy",
+    )
+    cloudformation = aws_client("cloudformation", endpoint_url)
+    stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
+    outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+    resources = {
+        resource["LogicalResourceId"]: resource["PhysicalResourceId"]
+        for resource in cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
+    }
+    return Deployment(stack_name, endpoint_url, outputs, resources, merged, time.perf_counter() - started)

@@ -1,0 +1,396 @@
+"""The host executor's sandbox, one execution environment with AWS's real runtime client (`awslambdaric`).
+
+The sandbox is driven here the way LocalStack drives it: POST /invoke, then reports to the executor endpoint.
+The endpoint below only records those reports (LocalStack's own endpoint just resolves a future with them);
+the whole path through LocalStack is in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from localbus.processes import free_port, port_open
+from localbus.venvs import lambda_python
+
+SANDBOX_PACKAGE = Path(__file__).resolve().parents[2] / "infra" / "localstack_ext"
+ARN = "arn:aws:lambda:us-east-1:000000000000:function:probe"
+
+
+@dataclass(frozen=True)
+class Report:
+    path: str
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class RecordingEndpoint:
+    """LocalStack's side of the executor protocol: records each report the sandbox posts."""
+
+    def __init__(self) -> None:
+        self.reports: queue.Queue[Report] = queue.Queue()
+        reports = self.reports
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                reports.put(Report(self.path.split("/_localstack_lambda/env1/", 1)[-1], body))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/_localstack_lambda/env1"
+
+    def next(self, timeout: float = 15.0) -> Report:
+        return self.reports.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Environment:
+    endpoint: RecordingEndpoint
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def invoke(self, event: dict[str, Any]) -> tuple[str, Any, str]:
+        """Send one invocation; returns (response or error, its body, the invocation's logs)."""
+        request_id = str(uuid.uuid4())
+        body = {
+            "invoke-id": request_id,
+            "invoked-function-arn": ARN,
+            "payload": json.dumps(event),
+            "trace-id": "Root=1-x",
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/invoke", json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200
+        logs = self.endpoint.next()
+        assert logs.path == f"invocations/{request_id}/logs"
+        outcome = self.endpoint.next()
+        kind = outcome.path.rsplit("/", 1)[-1]
+        assert outcome.path == f"invocations/{request_id}/{kind}"
+        return kind, outcome.json(), logs.json()["logs"]
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def endpoint() -> Iterator[RecordingEndpoint]:
+    recording = RecordingEndpoint()
+    yield recording
+    recording.close()
+
+
+@pytest.fixture
+def start_environment(endpoint: RecordingEndpoint, tmp_path: Path) -> Iterator[Any]:
+    started: list[Environment] = []
+
+    def start(
+        handler: str,
+        code: str,
+        *,
+        timeout: int = 3,
+        files: dict[str, str] | None = None,
+        layers: dict[str, str] | None = None,
+    ) -> Environment:
+        task = tmp_path / "task"
+        task.mkdir()
+        for name, text in {"app.py": code, **(files or {})}.items():
+            (task / name).write_text(textwrap.dedent(text))
+        layer_dir = tmp_path / "layer"
+        for relative, text in (layers or {}).items():
+            path = layer_dir / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+            if relative.startswith("extensions/"):
+                path.chmod(0o755)
+        port = free_port()
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(SANDBOX_PACKAGE),
+            "_HANDLER": handler,
+            "LAMBDA_TASK_ROOT": str(task),
+            "AWS_LAMBDA_FUNCTION_NAME": "probe",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout),
+            "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/26/[$LATEST]abc",
+            "LOCALSTACK_RUNTIME_ENDPOINT": endpoint.url,
+            "LOCALSTACK_RUNTIME_ID": "env1",
+            "_LOCALBUS_PORT": str(port),
+            "_LOCALBUS_LAYERS": str(layer_dir) if layers else "",
+            "_LOCALBUS_RUNTIME_PYTHON": str(lambda_python()),
+        }
+        log = tmp_path / "sandbox.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(  # the module under test
+                [sys.executable, "-m", "eventbus_localstack.sandbox"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        environment = Environment(endpoint, process, port, log)
+        started.append(environment)
+        deadline = time.monotonic() + 10
+        while not port_open(port):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the sandbox did not open its port"
+            time.sleep(0.02)
+        return environment
+
+    yield start
+    for environment in started:
+        if environment.process.poll() is None:
+            os.killpg(environment.process.pid, signal.SIGKILL)
+            environment.process.wait(timeout=5)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(status.parent.name))
+    return found
+
+
+def test_invocation_gets_lambdas_context_and_logs(start_environment: Any) -> None:
+    env = start_environment(
+        "app.handler",
+        """
+        import os
+        print("cold start")
+        def handler(event, context):
+            print("event", event["n"])
+            return {
+                "function": context.function_name,
+                "memory": context.memory_limit_in_mb,
+                "remaining": context.get_remaining_time_in_millis(),
+                "request_id": context.aws_request_id,
+                "arn": context.invoked_function_arn,
+                "log_stream": context.log_stream_name,
+                "task_root": os.environ["LAMBDA_TASK_ROOT"],
+                "execution_env": os.environ["AWS_EXECUTION_ENV"],
+                "leaked": [k for k in os.environ if k.startswith(("_LOCALBUS", "LOCALSTACK_RUNTIME"))],
+            }
+        """,
+    )
+    assert env.endpoint.next().path == "status/env1/ready"
+
+    kind, body, logs = env.invoke({"n": 1})
+    assert kind == "response"
+    assert body["function"] == "probe"
+    assert body["memory"] == "256"  # a string, as awslambdaric gives it
+    assert 0 < body["remaining"] <= 3000
+    assert body["arn"] == ARN
+    assert body["log_stream"] == "2026/11/26/[$LATEST]abc"
+    assert body["execution_env"] == "AWS_Lambda_python3.13"
+    assert body["leaked"] == []
+    lines = logs.splitlines()
+    assert lines[0].startswith("INIT_START")
+    assert "cold start" in lines
+    assert lines[lines.index(f"START RequestId: {body['request_id']} Version: $LATEST") + 1] == "event 1"
+    assert f"END RequestId: {body['request_id']}" in lines
+    report = lines[-1]
+    assert report.startswith(f"REPORT RequestId: {body['request_id']}\tDuration: ")
+    assert "Memory Size: 256 MB" in report
+    assert "Init Duration: " in report
+
+    kind, second, logs = env.invoke({"n": 2})
+    assert kind == "response"
+    assert second["request_id"] != body["request_id"]
+    assert "cold start" not in logs
+    assert "Init Duration" not in logs
+
+
+def test_errors_keep_lambdas_shapes_and_the_environment_recovers(start_environment: Any) -> None:
+    env = start_environment(
+        "app.handler",
+        """
+        import os, time
+        def handler(event, context):
+            if event["do"] == "raise":
+                raise KeyError("missing")
+            if event["do"] == "sleep":
+                time.sleep(5)
+            if event["do"] == "exit":
+                os._exit(3)
+            return "ok"
+        """,
+        timeout=1,
+    )
+    assert env.endpoint.next().path == "status/env1/ready"
+
+    kind, body, logs = env.invoke({"do": "raise"})
+    assert kind == "error"
+    assert body["errorType"] == "KeyError"
+    assert body["errorMessage"] == "'missing'"
+    assert body["requestId"]
+    assert body["stackTrace"]
+    assert "[ERROR] KeyError" in logs
+
+    kind, body, logs = env.invoke({"do": "sleep"})
+    assert kind == "error"
+    assert body["errorType"] == "Sandbox.Timedout"
+    assert body["errorMessage"].endswith("Task timed out after 1.00 seconds")
+    assert "Task timed out after 1.00 seconds" in logs
+
+    kind, body, logs = env.invoke({"do": "exit"})
+    assert (kind, body["errorType"]) == ("error", "Runtime.ExitError")
+    assert "exit status 3" in body["errorMessage"]
+
+    kind, body, logs = env.invoke({"do": "ok"})
+    assert (kind, body) == ("response", "ok")
+    assert logs.startswith("INIT_START")  # a fresh environment after the crash
+
+
+def test_an_import_error_fails_the_environments_start(start_environment: Any) -> None:
+    env = start_environment("app.handler", "import not_a_module\n")
+    report = env.endpoint.next()
+    assert report.path == "status/env1/error"
+    assert report.json()["errorType"] == "Runtime.ImportModuleError"
+    assert "not_a_module" in report.json()["errorMessage"]
+    assert env.process.wait(timeout=10) == 0
+
+
+def test_layers_are_on_the_path_after_the_function_code(start_environment: Any) -> None:
+    env = start_environment(
+        "app.handler",
+        """
+        import shared, only_in_layer
+        def handler(event, context):
+            return [shared.WHERE, only_in_layer.WHERE]
+        """,
+        files={"shared.py": "WHERE = 'task'\n"},
+        layers={
+            "python/shared.py": "WHERE = 'layer'\n",
+            "python/lib/python3.13/site-packages/only_in_layer.py": "WHERE = 'layer site-packages'\n",
+        },
+    )
+    assert env.endpoint.next().path == "status/env1/ready"
+    assert env.invoke({})[:2] == ("response", ["task", "layer site-packages"])  # the task root wins, as in Lambda
+
+
+INTERNAL_EXTENSION = """
+import json, os, threading, urllib.request
+API = f"http://{os.environ['AWS_LAMBDA_RUNTIME_API']}/2020-01-01/extension"
+SEEN = []
+
+def call(path, body=None, headers=None):
+    request = urllib.request.Request(API + path, data=body, headers=headers or {}, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request) as answer:
+            return answer.status, dict(answer.headers), json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read() or b"null")
+
+refused = call("/register", json.dumps({"events": ["INVOKE", "SHUTDOWN"]}).encode(), {"Lambda-Extension-Name": "inner"})
+status, headers, _ = call("/register", json.dumps({"events": ["INVOKE"]}).encode(), {"Lambda-Extension-Name": "inner"})
+ident = headers["Lambda-Extension-Identifier"]
+
+def loop():
+    while True:
+        SEEN.append(call("/event/next", headers={"Lambda-Extension-Identifier": ident})[2])
+
+threading.Thread(target=loop, daemon=True).start()
+
+def handler(event, context):
+    late = call("/register", json.dumps({"events": ["INVOKE"]}).encode(), {"Lambda-Extension-Name": "late"})
+    return {"refused": [refused[0], refused[2]["errorType"]], "late": [late[0], late[2]["errorType"]],
+            "seen": [(e["eventType"], e["requestId"]) for e in SEEN], "request_id": context.aws_request_id}
+"""
+
+
+def test_internal_extension_gets_invoke_events_before_the_handler(start_environment: Any) -> None:
+    env = start_environment("app.handler", INTERNAL_EXTENSION)
+    assert env.endpoint.next().path == "status/env1/ready"
+    kind, body, _ = env.invoke({})
+    assert kind == "response"
+    assert body["refused"] == [400, "ShutdownEventNotSupportedForInternalExtension"]
+    assert body["late"] == [403, "Extension.RegistrationClosed"]
+    assert body["seen"] == [["INVOKE", body["request_id"]]]
+
+
+EXTERNAL_EXTENSION = """\
+#!{python}
+import json, os, urllib.request
+api = f"http://{{os.environ['AWS_LAMBDA_RUNTIME_API']}}/2020-01-01/extension"
+request = urllib.request.Request(api + "/register", data=json.dumps({{"events": ["INVOKE", "SHUTDOWN"]}}).encode(),
+                                 headers={{"Lambda-Extension-Name": "recorder"}}, method="POST")
+with urllib.request.urlopen(request) as answer:
+    ident = answer.headers["Lambda-Extension-Identifier"]
+while True:
+    with urllib.request.urlopen(urllib.request.Request(api + "/event/next",
+                                headers={{"Lambda-Extension-Identifier": ident}})) as answer:
+        event = json.loads(answer.read())
+    with open(os.environ["LAMBDA_TASK_ROOT"] + "/events.jsonl", "a") as out:
+        out.write(json.dumps(event) + "\\n")
+    if event["eventType"] == "SHUTDOWN":
+        break
+"""
+
+SIGTERM_AWARE = """
+import os, signal
+def on_term(signum, frame):
+    open(os.environ["LAMBDA_TASK_ROOT"] + "/sigterm", "w").write("runtime got SIGTERM")
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+def handler(event, context):
+    return context.aws_request_id
+"""
+
+
+def test_shutdown_reaches_extensions_and_the_runtime_then_nothing_is_left(start_environment: Any) -> None:
+    env = start_environment(
+        "app.handler",
+        SIGTERM_AWARE,
+        layers={"extensions/recorder": EXTERNAL_EXTENSION.format(python=lambda_python())},
+    )
+    assert env.endpoint.next().path == "status/env1/ready"
+    kind, request_id, _ = env.invoke({})
+    assert kind == "response"
+    children = children_of(env.process.pid)
+    assert len(children) == 2  # the runtime and the extension
+
+    assert env.terminate() == 0
+    task = env.log.parent / "task"
+    events = [json.loads(line) for line in (task / "events.jsonl").read_text().splitlines()]
+    assert [e["eventType"] for e in events] == ["INVOKE", "SHUTDOWN"]
+    assert events[0]["requestId"] == request_id
+    assert events[1]["shutdownReason"] == "spindown"
+    assert (task / "sigterm").read_text() == "runtime got SIGTERM"
+    assert all(not Path(f"/proc/{pid}").exists() for pid in children)

@@ -27,17 +27,25 @@ from localbus.venvs import REPO
 TEMPLATE = REPO / "template.yaml"
 SAMCONFIG = REPO / "samconfig.toml"
 REGION = "us-east-1"
-CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}  # LocalStack's defaults
+ACCESS_KEY = "test"  # LocalStack's default credentials (its account 000000000000)
 
 
 class DeployError(RuntimeError):
     """sam build or deploy failed; the message carries the tool's own output."""
 
 
-def aws_client(service: str, endpoint_url: str) -> Any:
+def aws_client(service: str, endpoint_url: str) -> Any:  # noqa: ANN401 - a client of any service
     """A boto3 client for the local stack (LocalStack's default account and region)."""
     config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=120)
-    return boto3.client(service, endpoint_url=endpoint_url, region_name=REGION, config=config, **CREDENTIALS)
+    name: Any = service
+    return boto3.client(
+        name,
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        config=config,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=ACCESS_KEY,
+    )
 
 
 def sam_binary(name: str = "sam") -> str:
@@ -56,7 +64,7 @@ def sam_environment(endpoint_url: str | None = None) -> dict[str, str]:
     env["DISABLE_DEPRECATION_NOTICE"] = "1"
     if endpoint_url:
         env.update({"AWS_ENDPOINT_URL": endpoint_url, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION})
-        env.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+        env.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": ACCESS_KEY})
         env.pop("AWS_PROFILE", None)
     return env
 
@@ -72,11 +80,8 @@ def run(argv: list[str], env: Mapping[str, str], what: str, timeout: float = 540
 
 def build(build_dir: Path) -> Path:
     """`sam build` (no container) into build_dir; returns the built template."""
-    run(
-        [sam_binary(), "build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir), "--base-dir", str(REPO)],
-        sam_environment(),
-        "sam build",
-    )
+    argv = [sam_binary(), "build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir)]
+    run([*argv, "--base-dir", str(REPO)], sam_environment(), "sam build")
     return build_dir / "template.yaml"
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -20,6 +21,7 @@ class WebhookReceiver:
     received: list[dict[str, Any]] = field(default_factory=list)
     rejected: int = 0
     server: ThreadingHTTPServer | None = None
+    record_to: Path | None = None  # each verified delivery also appended here as a JSON line
 
     def verify(self, signature: str | None, body: bytes) -> bool:
         """The MAC first (constant time), then the timestamp's age (replays older than 5 minutes fail)."""
@@ -50,10 +52,17 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 time.sleep(receiver.delay_s)
                 if receiver.verify(self.headers.get("X-Eventbus-Signature"), body):
-                    receiver.received.append(
-                        {"event": json.loads(body), "headers": {k.lower(): v for k, v in self.headers.items()}}
-                    )
                     status = receiver.status
+                    delivery = {
+                        "event": json.loads(body),
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "status": status,
+                        "received_at": time.time(),
+                    }
+                    receiver.received.append(delivery)
+                    if receiver.record_to is not None:
+                        with receiver.record_to.open("a") as out:
+                            out.write(json.dumps(delivery) + "\n")
                 else:
                     receiver.rejected += 1
                     status = 401

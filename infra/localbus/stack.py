@@ -1,0 +1,409 @@
+"""The whole bus on this machine, no Docker: start it, deploy to it, see each piece's state, stop it.
+
+    PYTHONPATH=infra python -m localbus.stack up       # servers + LocalStack, in the background
+    PYTHONPATH=infra python -m localbus.stack deploy   # sam build + samlocal deploy (samconfig.toml's `local`)
+    PYTHONPATH=infra python -m localbus.stack status   # each piece: state, address, pid, log file
+    PYTHONPATH=infra python -m localbus.stack down     # stop everything `up` started, by PID
+
+`up` starts a supervisor process in a session of its own; it owns every piece as its child, so a Ctrl-C in the
+terminal leaves the stack running and `down` (SIGTERM to the supervisor) stops all of it: the Kafka trigger first,
+then LocalStack (which stops the Lambda environments), the webhook receiver, Prometheus, the Pushgateway, rotel and
+tansu. Everything binds 127.0.0.1 on free ports; the addresses are in `<state dir>/state.json` and every log is
+under `<state dir>/logs/` (the Lambda environments' own under `logs/lambda/`).
+
+The pieces: tansu (Kafka), rotel (OTLP receiver, spans to the `otlp_traces` topic), the Pushgateway and Prometheus,
+LocalStack with the project's plugins (host Lambda executor, DynamoDB from moto), a webhook receiver that checks the
+bus's HMAC signatures and records each delivery (the local subscribers' endpoint), and, once deployed, the Kafka
+trigger that stands in for the Kafka event source mappings (localbus.kafka_trigger).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localbus import servers
+from localbus.deploy import Deployment, build, deploy, samconfig_parameters, samconfig_stack_name
+from localbus.localstack import process_tree, running, start_localstack
+from localbus.processes import ManagedProcess, port_open
+from localbus.venvs import REPO, lambda_python, localstack_python
+from localbus.webhook import WebhookReceiver
+from localbus.wiring import create_topics, local_parameters, prepare_targets
+
+DEFAULT_STATE_DIR = REPO / ".local" / "stack"
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 60.0
+
+
+class StackError(RuntimeError):
+    """The stack is not in the state a command needs; the message says what to run."""
+
+
+@dataclass
+class Piece:
+    name: str
+    pid: int
+    start_time: int
+    address: str
+    log: str
+
+    def alive(self) -> bool:
+        return bool(running({self.pid: self.start_time}))
+
+
+@dataclass
+class StackState:
+    """What `up` started and `deploy` deployed, as written to state.json."""
+
+    state_dir: str
+    supervisor: Piece
+    pieces: dict[str, Piece] = field(default_factory=dict)
+    webhook_secret: str = ""
+    deployment: dict[str, Any] | None = None
+
+    @property
+    def localstack_url(self) -> str:
+        return self.pieces["localstack"].address
+
+    def address(self, name: str) -> str:
+        return self.pieces[name].address
+
+    def save(self) -> None:
+        path = Path(self.state_dir) / "state.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2))
+        temporary.replace(path)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> StackState | None:
+        try:
+            raw = json.loads((state_dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(
+            state_dir=raw["state_dir"],
+            supervisor=Piece(**raw["supervisor"]),
+            pieces={name: Piece(**piece) for name, piece in raw["pieces"].items()},
+            webhook_secret=raw.get("webhook_secret", ""),
+            deployment=raw.get("deployment"),
+        )
+
+
+def start_time(pid: int) -> int:
+    return process_tree(pid).get(pid, 0)
+
+
+def piece(name: str, process: ManagedProcess, address: str) -> Piece:
+    pid = process.process.pid
+    return Piece(name, pid, start_time(pid), address, str(process.log_path))
+
+
+# --- the supervisor (`serve`): owns every piece as its child ------------------------------------------------------
+
+
+@dataclass
+class Supervisor:
+    state_dir: Path
+    stopping: threading.Event = field(default_factory=threading.Event)
+    servers: list[Any] = field(default_factory=list)  # anything with stop(), in start order
+    trigger: ManagedProcess | None = None
+    trigger_for: str = ""
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    def start(self) -> StackState:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        me = os.getpid()
+        state = StackState(
+            str(self.state_dir),
+            Piece("supervisor", me, start_time(me), "", str(self.logs / "stack.log")),
+            webhook_secret=secrets.token_hex(16),
+        )
+        kafka = servers.start_tansu(self.logs)
+        self.servers.append(kafka)
+        state.pieces["kafka"] = piece("kafka", kafka.process, kafka.url)
+        otlp = servers.start_rotel(self.logs, kafka.url)
+        otlp.store.close()  # readers make their own; the supervisor only runs the receiver
+        self.servers.append(otlp)
+        state.pieces["otlp"] = piece("otlp", otlp.process, otlp.http_endpoint)
+        pushgateway = servers.start_pushgateway(self.logs)
+        self.servers.append(pushgateway)
+        state.pieces["pushgateway"] = piece("pushgateway", pushgateway.process, pushgateway.url)
+        prometheus = servers.start_prometheus(self.logs, self.state_dir / "prometheus", pushgateway.url)
+        self.servers.append(prometheus)
+        state.pieces["prometheus"] = piece("prometheus", prometheus.process, prometheus.url)
+        webhook = WebhookReceiver(state.webhook_secret, record_to=self.state_dir / "webhook.jsonl")
+        webhook.start()
+        self.servers.append(webhook)
+        state.pieces["webhook"] = Piece("webhook", os.getpid(), start_time(os.getpid()), webhook.url, "")
+        localstack = start_localstack(
+            self.logs,
+            self.state_dir / "localstack",
+            localstack_python(),
+            extra_env={
+                "LOCALBUS_LAMBDA_PYTHON": str(lambda_python()),
+                "LOCALBUS_LAMBDA_LOG_DIR": str(self.logs / "lambda"),
+            },
+        )
+        self.servers.append(localstack)
+        state.pieces["localstack"] = piece("localstack", localstack.process, localstack.url)
+        state.save()
+        return state
+
+    def run(self) -> None:
+        """Until SIGTERM: (re)start the Kafka trigger whenever a deployment is recorded."""
+        while not self.stopping.wait(0.5):
+            state = StackState.load(self.state_dir)
+            deployment = state.deployment if state else None
+            if state is None or deployment is None:
+                continue
+            stamp = str(deployment.get("deployed_at"))
+            if stamp != self.trigger_for or (self.trigger and self.trigger.process.poll() is not None):
+                self.start_trigger(state, deployment)
+                self.trigger_for = stamp
+
+    def start_trigger(self, state: StackState, deployment: dict[str, Any]) -> None:
+        if self.trigger is not None:
+            self.trigger.stop()
+        argv = [
+            sys.executable,
+            "-m",
+            "localbus.kafka_trigger",
+            "--template",
+            str(REPO / "template.yaml"),
+            "--parameters-json",
+            json.dumps(deployment["parameters"]),
+            "--stack-name",
+            deployment["stack_name"],
+        ]
+        env = {
+            "AWS_ENDPOINT_URL": state.localstack_url,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "PYTHONPATH": str(REPO / "infra"),
+        }
+        self.trigger = ManagedProcess.start("kafka-trigger", argv, log_dir=self.logs, wait_ports=[], env=env)
+        state.pieces["kafka-trigger"] = piece("kafka-trigger", self.trigger, "polls " + state.address("kafka"))
+        state.save()
+
+    def stop(self) -> None:
+        if self.trigger is not None:
+            self.trigger.stop()
+        for server in reversed(self.servers):
+            with contextlib.suppress(Exception):  # stop the rest even if one fails
+                server.stop()
+
+
+def serve(state_dir: Path) -> int:
+    supervisor = Supervisor(state_dir)
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # only `down` stops the stack
+    try:
+        supervisor.start()
+        supervisor.run()
+    finally:
+        supervisor.stop()
+        with contextlib.suppress(OSError):
+            (state_dir / "state.json").unlink()
+    return 0
+
+
+# --- the commands ----------------------------------------------------------------------------------------------
+
+
+def current(state_dir: Path) -> StackState | None:
+    """The running stack's state, or None when none runs (a state file left by a dead supervisor is ignored)."""
+    state = StackState.load(state_dir)
+    if state is None or not state.supervisor.alive():
+        return None
+    return state
+
+
+def up(state_dir: Path = DEFAULT_STATE_DIR) -> StackState:
+    """Start the stack in the background (or return the running one)."""
+    state = current(state_dir)
+    if state is not None:
+        return state
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "logs").mkdir(exist_ok=True)
+    with contextlib.suppress(OSError):
+        (state_dir / "state.json").unlink()
+    log = (state_dir / "logs" / "stack.log").open("ab")
+    process = subprocess.Popen(  # the supervisor: this module, in a session of its own
+        [sys.executable, "-m", "localbus.stack", "serve", "--state-dir", str(state_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "infra"), os.environ.get("PYTHONPATH", "")])},
+        start_new_session=True,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = StackState.load(state_dir)
+        if state is not None and "localstack" in state.pieces:
+            return state
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    if process.poll() is None:
+        process.terminate()
+    tail = "\n".join((state_dir / "logs" / "stack.log").read_text(errors="replace").splitlines()[-30:])
+    raise StackError(f"the local stack did not start (logs in {state_dir / 'logs'}):\n{tail}")
+
+
+def deploy_stack(state_dir: Path = DEFAULT_STATE_DIR, extra_parameters: dict[str, str] | None = None) -> Deployment:
+    """sam build, then deploy to the running stack; records the deployment so the supervisor starts the trigger."""
+    state = current(state_dir)
+    if state is None:
+        raise StackError("the local stack is not running: start it with `make up` (or `make demo`)")
+    built = build(state_dir / "sam-build")
+    targets = prepare_targets(state.localstack_url, state.address("webhook"), state.webhook_secret)
+    parameters = {**local_parameters(state, targets), **(extra_parameters or {})}
+    create_topics(state.address("kafka"), {**samconfig_parameters(), **parameters})
+    deployment = deploy(state.localstack_url, built, parameters, stack_name=samconfig_stack_name())
+    state = current(state_dir) or state
+    state.deployment = {**asdict(deployment), "deployed_at": time.time(), "targets": asdict(targets)}
+    state.save()
+    wait_for_trigger(state_dir, state.deployment["deployed_at"])
+    return deployment
+
+
+def wait_for_trigger(state_dir: Path, deployed_at: float, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = current(state_dir)
+        trigger = state.pieces.get("kafka-trigger") if state else None
+        if trigger is not None and trigger.alive() and trigger.start_time and _started_after(trigger, deployed_at):
+            return
+        time.sleep(0.2)
+    raise StackError(f"the Kafka trigger did not start: see {state_dir / 'logs' / 'kafka-trigger.log'}")
+
+
+def _started_after(piece: Piece, when: float) -> bool:
+    boot = time.time() - time.monotonic() if not Path("/proc/uptime").exists() else _boot_time()
+    return boot + piece.start_time / os.sysconf("SC_CLK_TCK") >= when - 1
+
+
+def _boot_time() -> float:
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - uptime
+
+
+def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
+    """Stop the stack: SIGTERM to the supervisor, then SIGKILL to anything of its tree still alive."""
+    state = StackState.load(state_dir)
+    if state is None or not state.supervisor.alive():
+        return []
+    tree = process_tree(state.supervisor.pid)
+    os.kill(state.supervisor.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while running({state.supervisor.pid: state.supervisor.start_time}) and time.monotonic() < deadline:
+        tree.update(process_tree(state.supervisor.pid))
+        time.sleep(0.1)
+    leftovers = running(tree)
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return [f"pid {pid}" for pid in leftovers]
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    state: str
+    address: str
+    pid: int
+    log: str
+
+
+def status(state_dir: Path = DEFAULT_STATE_DIR) -> list[Row]:
+    state = current(state_dir)
+    if state is None:
+        return []
+    rows = []
+    for item in [state.supervisor, *state.pieces.values()]:
+        listening = _listening(item.address)
+        if not item.alive():
+            condition = "stopped"
+        elif listening is False:
+            condition = "not answering"
+        else:
+            condition = "running"
+        rows.append(Row(item.name, condition, item.address, item.pid, item.log))
+    if state.deployment:
+        outputs = state.deployment["outputs"]
+        stage = state.deployment["parameters"]["Stage"]
+        api = f"{state.localstack_url}/_aws/execute-api/{outputs['EventBusApiId']}/{stage}"
+        rows.append(Row("api", "deployed", api, 0, str(Path(state.state_dir) / "logs" / "lambda")))
+    return rows
+
+
+def _listening(address: str) -> bool | None:
+    """Whether the address's port answers; None when the piece has no port (the trigger)."""
+    text = address.removeprefix("http://")
+    host_port = text.split("/", 1)[0]
+    if ":" not in host_port or not host_port.startswith("127.0.0.1"):
+        return None
+    return port_open(int(host_port.rsplit(":", 1)[1]))
+
+
+def print_status(rows: list[Row], state_dir: Path) -> None:
+    if not rows:
+        print(f"the local stack is not running (state: {state_dir})")
+        return
+    width = max(len(row.name) for row in rows)
+    for row in rows:
+        pid = f"pid {row.pid}" if row.pid else ""
+        print(f"  {row.name:<{width}}  {row.state:<13} {row.address:<55} {pid:<10} {row.log}")
+
+
+def iter_args(argv: list[str] | None) -> Iterator[argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m localbus.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "deploy", "status", "down", "serve"])
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(os.environ.get("LOCALBUS_STATE_DIR") or DEFAULT_STATE_DIR)
+    )
+    yield parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = next(iter_args(argv))
+    state_dir: Path = args.state_dir.resolve()
+    try:
+        if args.command == "serve":
+            return serve(state_dir)
+        if args.command == "up":
+            up(state_dir)
+            print_status(status(state_dir), state_dir)
+        elif args.command == "deploy":
+            deployment = deploy_stack(state_dir)
+            print(f"deployed {deployment.stack_name} in {deployment.seconds:.1f} s; API at {deployment.api_url}")
+        elif args.command == "status":
+            print_status(status(state_dir), state_dir)
+        elif args.command == "down":
+            killed = down(state_dir)
+            print("stopped" + (f" (killed leftovers: {', '.join(killed)})" if killed else ""))
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -86,6 +86,11 @@ class TraceStore:
                             )
                         )
 
+    def read(self, seconds: float = 0.3) -> list[ReceivedSpan]:
+        """Every span received so far, after reading for up to `seconds` more."""
+        self._poll(seconds)
+        return self.spans
+
     def wait_for(
         self, predicate: Callable[[list[ReceivedSpan]], bool], service: str, timeout: float = 15.0
     ) -> list[ReceivedSpan]:

@@ -7,6 +7,7 @@ import hmac
 import json
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +23,16 @@ class WebhookReceiver:
     rejected: int = 0
     server: ThreadingHTTPServer | None = None
     record_to: Path | None = None  # each verified delivery also appended here as a JSON line
+    failures: list[int] = field(default_factory=list)  # statuses for the next deliveries (a subscriber in trouble)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        with self._lock:
+            self.failures[:] = [status] * count
+
+    def answer(self) -> int:
+        with self._lock:
+            return self.failures.pop(0) if self.failures else self.status
 
     def verify(self, signature: str | None, body: bytes) -> bool:
         """The MAC first (constant time), then the timestamp's age (replays older than 5 minutes fail)."""
@@ -50,9 +61,13 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                time.sleep(receiver.delay_s)
-                if receiver.verify(self.headers.get("X-Eventbus-Signature"), body):
-                    status = receiver.status
+                if self.path.startswith("/hooks/bus/fail?"):  # POST .../fail?count=N&status=503
+                    query = dict(urllib.parse.parse_qsl(self.path.split("?", 1)[1]))
+                    receiver.fail_next(int(query.get("count", "1")), int(query.get("status", "503")))
+                    status = 204
+                elif receiver.verify(self.headers.get("X-Eventbus-Signature"), body):
+                    time.sleep(receiver.delay_s)
+                    status = receiver.answer()
                     delivery = {
                         "event": json.loads(body),
                         "headers": {k.lower(): v for k, v in self.headers.items()},

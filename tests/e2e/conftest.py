@@ -1,0 +1,35 @@
+"""The deployed bus: one local stack per session (LocalStack with the project's plugins, tansu, rotel, the
+Pushgateway, Prometheus, the webhook receiver and the Kafka trigger), `sam build` + deploy of template.yaml,
+and a check at the end that stopping it left no process behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from localbus import stack
+from localbus.client import LocalBus
+from localbus.localstack import process_tree, running
+
+
+@pytest.fixture(scope="session")
+def bus_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("local-bus")
+
+
+@pytest.fixture(scope="session")
+def bus(bus_state_dir: Path) -> Iterator[LocalBus]:
+    state = stack.up(bus_state_dir)
+    seen: dict[int, int] = {}
+    try:
+        stack.deploy_stack(bus_state_dir)
+        client = LocalBus.of(bus_state_dir)
+        yield client
+        client.close()
+    finally:
+        seen.update(process_tree(state.supervisor.pid))
+        killed = stack.down(bus_state_dir)
+    assert not killed, f"stopping the stack had to kill {killed}"
+    left = running(seen)
+    assert not left, f"processes of the local stack still running after stop: {left}"

@@ -5,6 +5,10 @@ SHELL := /bin/bash
 VENV     := .venv
 SAM_VENV := .venv-sam
 BENCH_VENV := .venv-bench
+LAMBDA_VENV := .venv-lambda
+LOCALSTACK_VENV := .venv-localstack
+LAMBDA_REQUIREMENTS := infra/localstack_ext/lambda-runtime-requirements.txt
+LOCALBUS := PYTHONPATH=infra $(VENV)/bin/python -m
 LAYER_REQUIREMENTS := functions/observability_layer/requirements.txt
 # the layer's and every function's: the suite loads the handlers in-process
 FUNCTION_REQUIREMENTS := $(sort $(wildcard functions/*/requirements.txt))
@@ -38,7 +42,7 @@ $(SAM_VENV)/.installed:
 	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
 	$(PYTHON313) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install -q --upgrade pip
-	$(SAM_VENV)/bin/python -m pip install -q 'aws-sam-cli==1.170.0'
+	$(SAM_VENV)/bin/python -m pip install -q 'aws-sam-cli==1.170.0' 'aws-sam-cli-local==1.71.0'
 	@touch $@
 
 $(BENCH_VENV)/.installed: pyproject.toml $(LAYER_REQUIREMENTS)
@@ -50,8 +54,22 @@ $(BENCH_VENV)/.installed: pyproject.toml $(LAYER_REQUIREMENTS)
 	  opentelemetry-instrumentation-aws-lambda==0.66b1 opentelemetry-instrumentation==0.66b1
 	@touch $@
 
+# the interpreter the host executor runs functions with (Lambda's python3.13 runtime: awslambdaric + boto3)
+$(LAMBDA_VENV)/.installed: $(LAMBDA_REQUIREMENTS)
+	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
+	$(PYTHON313) -m venv $(LAMBDA_VENV)
+	$(LAMBDA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LAMBDA_VENV)/bin/python -m pip install -q -r $(LAMBDA_REQUIREMENTS)
+	@touch $@
+
+.PHONY: localstack-venv
+localstack-venv: $(VENV)/.installed  ## LocalStack's own venv with the project's plugins (idempotent, ~1 min the first time)
+	@PYTHONPATH=infra $(VENV)/bin/python -c 'import sys; from pathlib import Path; \
+	  from localbus.localstack import ensure_localstack_venv; ensure_localstack_venv(Path("$(LOCALSTACK_VENV)"), sys.argv[1])' \
+	  "$(PYTHON313)"
+
 .PHONY: setup
-setup: system-deps $(VENV)/.installed $(SAM_VENV)/.installed  ## install everything the suite needs
+setup: system-deps $(VENV)/.installed $(SAM_VENV)/.installed $(LAMBDA_VENV)/.installed localstack-venv  ## install everything
 
 .PHONY: lint
 lint: $(VENV)/.installed  ## ruff and mypy (strict on functions/ and infra/)
@@ -61,16 +79,32 @@ lint: $(VENV)/.installed  ## ruff and mypy (strict on functions/ and infra/)
 	@for handler in functions/*/app.py; do echo "mypy $$handler"; $(VENV)/bin/mypy "$$handler" || exit 1; done
 
 .PHONY: test
-test: setup lint  ## the whole suite: lint, types, unit, functional (real servers), SAM checks
+test: setup lint  ## the whole suite: lint, types, unit, functional (real servers), SAM, end to end on the local stack
 	SAM_CLI=$(abspath $(SAM_VENV))/bin/sam PYTHON313_BIN=$(dir $(PYTHON313)) $(VENV)/bin/pytest
 
 .PHONY: demo
-demo: setup  ## the main job: local servers, events through the layer, then traces and metrics (ARGS=--keep)
-	PYTHONPATH=infra:functions/observability_layer $(VENV)/bin/python -m localbus.demo $(ARGS)
+demo: setup  ## the main job: start the local stack, deploy with SAM, send events through it, show traces and metrics
+	$(LOCALBUS) localbus.demo $(ARGS)
+
+.PHONY: up
+up: setup  ## start the local stack in the background (LocalStack, Kafka, OTLP, Pushgateway, Prometheus, webhook)
+	$(LOCALBUS) localbus.stack up
+
+.PHONY: deploy
+deploy: setup  ## sam build + samlocal deploy to the running local stack (samconfig.toml [local])
+	$(LOCALBUS) localbus.stack deploy
+
+.PHONY: status
+status:  ## each piece of the local stack: state, address, pid, log file
+	@$(LOCALBUS) localbus.stack status
+
+.PHONY: invoke
+invoke:  ## invoke a deployed function with a sample event: make invoke FUNCTION=CdcFunction EVENT=dynamodb_stream_orders
+	@$(LOCALBUS) localbus.invoke $(FUNCTION) $(EVENT)
 
 .PHONY: stop
-stop:  ## stop the servers a `make demo ARGS=--keep` left running
-	PYTHONPATH=infra:functions/observability_layer $(VENV)/bin/python -c 'from localbus.demo import stop_kept; stop_kept()'
+stop:  ## stop the whole local stack (by the PIDs it recorded)
+	@$(LOCALBUS) localbus.stack down
 
 .PHONY: bench
 bench: system-deps $(BENCH_VENV)/.installed  ## benchmarks against Powertools, OTel's Lambda layer, Sentry (ARGS=--quick)
@@ -78,4 +112,5 @@ bench: system-deps $(BENCH_VENV)/.installed  ## benchmarks against Powertools, O
 
 .PHONY: clean
 clean:  ## remove virtual environments and build output
-	rm -rf $(VENV) $(SAM_VENV) $(BENCH_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SAM_VENV) $(BENCH_VENV) $(LAMBDA_VENV) $(LOCALSTACK_VENV) .aws-sam .local .pytest_cache .mypy_cache \
+	  .ruff_cache .hypothesis

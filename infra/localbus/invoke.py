@@ -35,11 +35,10 @@ from typing import Any, TextIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from localbus.deploy import aws_client, samconfig_stack_name
+from localbus.stack import DEFAULT_STATE_DIR, StackState
 from localbus.venvs import REPO
 
 EVENTS_DIR = REPO / "tests" / "events"
-STACK_STATE_FILE = "state.json"
-DEFAULT_STATE_DIR = REPO / ".local" / "stack"
 DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
 TEMPLATE_FUNCTIONS = ("IngestFunction", "KafkaConsumerFunction", "CdcFunction", "MaintenanceFunction")
 LAMBDA_FUNCTION = "AWS::Lambda::Function"
@@ -90,27 +89,12 @@ class Invocation:
 # --- where things are: endpoint, event, function -----------------------------------------------------------------
 
 
-def stack_state_endpoint(state: Mapping[str, Any]) -> str | None:
-    """LocalStack's URL in the stack's state file: `{"localstack": {"url"}}`, or the shape `localbus.stack` writes
-    (`{"pieces": {"localstack": {"address"}}}`)."""
-    for piece in (state.get("localstack"), (state.get("pieces") or {}).get("localstack")):
-        if isinstance(piece, Mapping):
-            url = piece.get("url") or piece.get("address")
-            if isinstance(url, str) and url:
-                return url
-    return None
-
-
 def default_endpoint(environ: Mapping[str, str], state_dir: Path | None = None) -> str:
     """AWS_ENDPOINT_URL, else the running stack's LocalStack, else LocalStack's usual address."""
     if environ.get("AWS_ENDPOINT_URL"):
         return environ["AWS_ENDPOINT_URL"]
-    folder = state_dir or Path(environ.get("LOCALBUS_STATE_DIR") or DEFAULT_STATE_DIR)
-    try:
-        state = json.loads((folder / STACK_STATE_FILE).read_text())
-    except (OSError, ValueError):
-        state = None
-    return (stack_state_endpoint(state) if isinstance(state, Mapping) else None) or DEFAULT_ENDPOINT
+    state = StackState.load(state_dir or Path(environ.get("LOCALBUS_STATE_DIR") or DEFAULT_STATE_DIR))
+    return state.localstack_url if state is not None and "localstack" in state.pieces else DEFAULT_ENDPOINT
 
 
 def sample_names(events_dir: Path = EVENTS_DIR) -> list[str]:

@@ -45,6 +45,7 @@ from localbus.wiring import create_topics, local_parameters, prepare_targets
 DEFAULT_STATE_DIR = REPO / ".local" / "stack"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
+TRIGGER_RESTART_S = 5.0
 
 
 class StackError(RuntimeError):
@@ -120,6 +121,7 @@ class Supervisor:
     servers: list[Any] = field(default_factory=list)  # anything with stop(), in start order
     trigger: ManagedProcess | None = None
     trigger_for: str = ""
+    trigger_started: float = 0.0
 
     @property
     def logs(self) -> Path:
@@ -172,9 +174,12 @@ class Supervisor:
             if state is None or deployment is None:
                 continue
             stamp = str(deployment.get("deployed_at"))
-            if stamp != self.trigger_for or (self.trigger and self.trigger.process.poll() is not None):
+            exited = self.trigger is not None and self.trigger.process.poll() is not None
+            # a trigger that exits is restarted, at most every few seconds (a bad configuration exits at once)
+            if stamp != self.trigger_for or (exited and time.monotonic() - self.trigger_started > TRIGGER_RESTART_S):
                 self.start_trigger(state, deployment)
                 self.trigger_for = stamp
+                self.trigger_started = time.monotonic()
 
     def start_trigger(self, state: StackState, deployment: dict[str, Any]) -> None:
         if self.trigger is not None:
@@ -278,31 +283,23 @@ def deploy_stack(state_dir: Path = DEFAULT_STATE_DIR, extra_parameters: dict[str
     create_topics(state.address("kafka"), {**samconfig_parameters(), **parameters})
     deployment = deploy(state.localstack_url, built, parameters, stack_name=samconfig_stack_name())
     state = current(state_dir) or state
+    previous = state.pieces.get("kafka-trigger")
     state.deployment = {**asdict(deployment), "deployed_at": time.time(), "targets": asdict(targets)}
     state.save()
-    wait_for_trigger(state_dir, state.deployment["deployed_at"])
+    wait_for_trigger(state_dir, previous)
     return deployment
 
 
-def wait_for_trigger(state_dir: Path, deployed_at: float, timeout: float = 30.0) -> None:
+def wait_for_trigger(state_dir: Path, previous: Piece | None, timeout: float = 30.0) -> None:
+    """Until the supervisor has started the Kafka trigger for the new deployment (a new process)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = current(state_dir)
         trigger = state.pieces.get("kafka-trigger") if state else None
-        if trigger is not None and trigger.alive() and trigger.start_time and _started_after(trigger, deployed_at):
+        if trigger is not None and trigger.alive() and (previous is None or trigger.pid != previous.pid):
             return
         time.sleep(0.2)
     raise StackError(f"the Kafka trigger did not start: see {state_dir / 'logs' / 'kafka-trigger.log'}")
-
-
-def _started_after(piece: Piece, when: float) -> bool:
-    boot = time.time() - time.monotonic() if not Path("/proc/uptime").exists() else _boot_time()
-    return boot + piece.start_time / os.sysconf("SC_CLK_TCK") >= when - 1
-
-
-def _boot_time() -> float:
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
-    return time.time() - uptime
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:

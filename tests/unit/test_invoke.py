@@ -66,19 +66,16 @@ class TestEvents:
 
 class TestEndpoint:
     def test_aws_endpoint_url_first_then_the_stack_state_then_4566(self, tmp_path):
-        (tmp_path / "state.json").write_text(json.dumps({"localstack": {"url": "http://127.0.0.1:41234"}}))
+        supervisor = {"name": "supervisor", "pid": 1, "start_time": 1, "address": "", "log": ""}
+        localstack = {**supervisor, "name": "localstack", "address": "http://127.0.0.1:41234"}
+        state = {"state_dir": str(tmp_path), "supervisor": supervisor, "pieces": {"localstack": localstack}}
+        (tmp_path / "state.json").write_text(json.dumps(state))
         assert cli.default_endpoint({"AWS_ENDPOINT_URL": "http://h:1"}, tmp_path) == "http://h:1"
         assert cli.default_endpoint({}, tmp_path) == "http://127.0.0.1:41234"
         assert cli.default_endpoint({"LOCALBUS_STATE_DIR": str(tmp_path)}) == "http://127.0.0.1:41234"
         assert cli.default_endpoint({}, tmp_path / "no-stack") == "http://127.0.0.1:4566"
         (tmp_path / "state.json").write_text("{half")
         assert cli.default_endpoint({}, tmp_path) == "http://127.0.0.1:4566"
-
-    def test_both_state_shapes(self):
-        assert cli.stack_state_endpoint({"localstack": {"url": "http://a:1"}}) == "http://a:1"
-        pieces = {"pieces": {"localstack": {"name": "localstack", "pid": 1, "address": "http://b:2"}}}
-        assert cli.stack_state_endpoint(pieces) == "http://b:2"
-        assert cli.stack_state_endpoint({"pieces": {"kafka": {"address": "127.0.0.1:9092"}}}) is None
 
 
 class FakeCloudFormation:

@@ -117,9 +117,11 @@ class LocalBus:
         """Every delivery the stack's webhook receiver verified, oldest first."""
         path = self.state_dir_path / "webhook.jsonl"
         try:
-            return [json.loads(line) for line in path.read_text().splitlines() if line]
+            text = path.read_text()
         except OSError:
             return []
+        # only whole lines: the receiver may be writing the last one right now
+        return [json.loads(line) for line in text.split("\n")[:-1] if line]
 
     def fail_webhook(self, count: int, status: int = 503) -> None:
         """Make the webhook answer `status` to its next `count` deliveries (a subscriber having a bad minute)."""

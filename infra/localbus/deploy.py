@@ -3,13 +3,12 @@
 The parameters are samconfig.toml's `local` parameter_overrides, then the live addresses of the stack's servers
 (its ports are chosen at start), then the caller's own. LocalStack cannot update a REST API in place ("Unable to
 update resource type AWS::ApiGateway::RestApi"), so an existing stack is deleted and created again: on the local
-stack a deploy is always a fresh create (about ten seconds).
+stack a deploy is always a fresh create (about 35 s, most of it samlocal waiting on CloudFormation's events).
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from localbus.kafka_trigger import mappings
 from localbus.venvs import REPO
 
 TEMPLATE = REPO / "template.yaml"
@@ -34,9 +34,11 @@ class DeployError(RuntimeError):
     """sam build or deploy failed; the message carries the tool's own output."""
 
 
-def aws_client(service: str, endpoint_url: str) -> Any:  # noqa: ANN401 - a client of any service
-    """A boto3 client for the local stack (LocalStack's default account and region)."""
-    config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=120)
+def aws_client(service: str, endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120) -> Any:  # noqa: ANN401
+    """A boto3 client for the local stack (LocalStack's default account and region). `attempts=1` for calls that
+    must not be repeated behind the caller's back (a Lambda Invoke that timed out may still have run)."""
+    retries: Any = {"total_max_attempts": attempts, "mode": "standard"}
+    config = Config(retries=retries, connect_timeout=5, read_timeout=read_timeout)
     name: Any = service
     return boto3.client(
         name,
@@ -87,10 +89,7 @@ def build(build_dir: Path) -> Path:
 
 def samconfig_parameters(config_env: str = "local") -> dict[str, str]:
     """The environment's parameter_overrides from samconfig.toml, as a dict."""
-    config = tomllib.loads(SAMCONFIG.read_text())
-    overrides = config[config_env]["deploy"]["parameters"].get("parameter_overrides", "")
-    pairs = shlex.split(overrides) if isinstance(overrides, str) else list(overrides)
-    return dict(pair.split("=", 1) for pair in pairs)
+    return mappings.samconfig_parameters(SAMCONFIG, config_env)
 
 
 def samconfig_stack_name(config_env: str = "local") -> str:

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from localbus.deploy import aws_client, samconfig_stack_name
-from localbus.stack import DEFAULT_STATE_DIR, StackState
+from localbus.stack import DEFAULT_STATE_DIR, current
 from localbus.venvs import REPO
 
 EVENTS_DIR = REPO / "tests" / "events"
@@ -45,6 +45,7 @@ LAMBDA_FUNCTION = "AWS::Lambda::Function"
 LOG_WAIT_S = 5.0  # the executor ships an invocation's lines to CloudWatch Logs right after it; seldom needs 1 s
 LOG_CLOCK_SKEW_MS = 5_000
 MAX_LOG_PAGES = 50
+MAX_FUNCTION_TIMEOUT_S = 900
 
 EXIT_OK, EXIT_FUNCTION_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -93,7 +94,7 @@ def default_endpoint(environ: Mapping[str, str], state_dir: Path | None = None) 
     """AWS_ENDPOINT_URL, else the running stack's LocalStack, else LocalStack's usual address."""
     if environ.get("AWS_ENDPOINT_URL"):
         return environ["AWS_ENDPOINT_URL"]
-    state = StackState.load(state_dir or Path(environ.get("LOCALBUS_STATE_DIR") or DEFAULT_STATE_DIR))
+    state = current(state_dir or Path(environ.get("LOCALBUS_STATE_DIR") or DEFAULT_STATE_DIR))
     return state.localstack_url if state is not None and "localstack" in state.pieces else DEFAULT_ENDPOINT
 
 
@@ -301,7 +302,8 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, stdout: T
     stack_name = arguments.stack_name or samconfig_stack_name("local")
     try:
         payload = read_event(resolve_event(arguments.event), stdin)
-        lambda_client = aws_client("lambda", endpoint)
+        # once: an Invoke that timed out may have run, and a retry would run the function again
+        lambda_client = aws_client("lambda", endpoint, attempts=1, read_timeout=MAX_FUNCTION_TIMEOUT_S + 10)
         name = resolve_function(aws_client("cloudformation", endpoint), lambda_client, stack_name, arguments.function)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -8,21 +8,18 @@ their wildcard listens to loopback), and stopping it also stops every process it
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localbus.processes import ManagedProcess, free_port
+from localbus.processes import ManagedProcess, free_port, process_tree, running, signal_all
 
 LOCALSTACK_REQUIREMENTS = ("localstack-core[runtime]==2026.3.0", "service_identity")
 # newer releases of these break localstack-core 2026.3.0
@@ -110,11 +107,11 @@ class LocalStack:
         self.processes()
         self.process.stop()
         leftovers = {pid: self.started[pid] for pid in running(self.started)}
-        _signal_all(leftovers, signal.SIGTERM)
+        signal_all(leftovers, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while running(leftovers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        _signal_all(leftovers, signal.SIGKILL)
+        signal_all(leftovers, signal.SIGKILL)
 
 
 def start_localstack(
@@ -134,6 +131,7 @@ def start_localstack(
     """
     port = port or free_port()
     _link_cache(data_dir, cache_dir or python.parent.parent / "localstack-cache")
+    (data_dir / "tmp").mkdir(parents=True, exist_ok=True)
     env = {
         "OVERRIDE_IN_DOCKER": "0",
         "FILESYSTEM_ROOT": str(data_dir),
@@ -148,6 +146,8 @@ def start_localstack(
         "PROVIDER_OVERRIDE_DYNAMODBSTREAMS": "moto",
         "LAMBDA_RUNTIME_EXECUTOR": "host",
         "NODE_OPTIONS": f'--require "{NODE_LOOPBACK_PRELOAD}"',
+        # LocalStack unpacks functions and layers under tempfile.gettempdir(): keep them in this instance's folder
+        "TMPDIR": str(data_dir / "tmp"),
     }
     env.update(extra_env or {})
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -190,52 +190,3 @@ def _healthy(url: str) -> bool:
             return isinstance(json.loads(response.read()).get("services"), dict)
     except (OSError, ValueError):
         return False
-
-
-def process_tree(root: int) -> dict[int, int]:
-    """`root` and its live descendants, pid -> start time (to tell a process from a later one with its pid)."""
-    parents: dict[int, int] = {}
-    starts: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
-            parents[int(entry.name)], starts[int(entry.name)] = stat
-    if root not in starts:
-        return {}
-    tree = {root: starts[root]}
-    found = True
-    while found:
-        found = False
-        for pid, parent in parents.items():
-            if parent in tree and pid not in tree:
-                tree[pid] = starts[pid]
-                found = True
-    return tree
-
-
-def running(processes: Mapping[int, int]) -> list[int]:
-    """The pids of `processes` (pid -> start time, as from `process_tree`) still running (zombies are not)."""
-    return [pid for pid, start in processes.items() if _start_time(pid) == start]
-
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time) from /proc/PID/stat; None once the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: the fields after it are positional
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in {"Z", "X"}:
-        return None
-    return int(fields[1]), int(fields[19])
-
-
-def _start_time(pid: int) -> int | None:
-    stat = _stat(pid)
-    return None if stat is None else stat[1]
-
-
-def _signal_all(processes: Mapping[int, int], signum: signal.Signals) -> None:
-    for pid in running(processes):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signum)

@@ -63,8 +63,8 @@ class ManagedProcess:
         environment = {key: value for key, value in os.environ.items() if key not in drop_env}
         environment.update(env or {})
         log_path = log_dir / f"{name}.log"
-        log = log_path.open("wb")
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        with log_path.open("ab") as log:  # appended: a restarted process keeps what the last one said
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environment)
         managed = cls(name, process, log_path)
         deadline = time.monotonic() + timeout
         while not all(port_open(port) for port in wait_ports):
@@ -93,3 +93,69 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
+
+
+# --- process trees: what a server started, by pid and start time (a pid can be reused) -------------------------
+
+
+def process_tree(root: int) -> dict[int, int]:
+    """`root` and its live descendants, pid -> start time (to tell a process from a later one with its pid)."""
+    parents: dict[int, int] = {}
+    starts: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)], starts[int(entry.name)] = stat
+    if root not in starts:
+        return {}
+    tree = {root: starts[root]}
+    found = True
+    while found:
+        found = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree[pid] = starts[pid]
+                found = True
+    return tree
+
+
+def running(processes: Mapping[int, int]) -> list[int]:
+    """The pids of `processes` (pid -> start time, as from `process_tree`) still running (zombies are not)."""
+    return [pid for pid, start in processes.items() if start_time(pid) == start]
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time) from /proc/PID/stat; None once the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: the fields after it are positional
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in {"Z", "X"}:
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def start_time(pid: int) -> int | None:
+    stat = _stat(pid)
+    return None if stat is None else stat[1]
+
+
+def signal_all(processes: Mapping[int, int], signum: signal.Signals) -> None:
+    for pid in running(processes):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line or environment holds `text` (say, a state folder): what a stopped stack
+    must not leave, even processes re-parented away from its tree."""
+    found = []
+    needle = text.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid() or start_time(int(entry.name)) is None:
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes() or needle in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+    return found

@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -36,13 +38,15 @@ from typing import Any
 
 from localbus import servers
 from localbus.deploy import Deployment, build, deploy, samconfig_parameters, samconfig_stack_name
-from localbus.localstack import process_tree, running, start_localstack
-from localbus.processes import ManagedProcess, port_open
+from localbus.localstack import start_localstack
+from localbus.processes import ManagedProcess, port_open, process_tree, running, start_time
 from localbus.venvs import REPO, lambda_python, localstack_python
 from localbus.webhook import WebhookReceiver
 from localbus.wiring import create_topics, local_parameters, prepare_targets
 
 DEFAULT_STATE_DIR = REPO / ".local" / "stack"
+STATE_FILE = "state.json"  # written by the supervisor only: the pieces, their pids and addresses
+DEPLOYMENT_FILE = "deployment.json"  # written by a deploy only: the stack's outputs, resources and parameters
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 TRIGGER_RESTART_S = 5.0
@@ -82,33 +86,40 @@ class StackState:
         return self.pieces[name].address
 
     def save(self) -> None:
-        path = Path(self.state_dir) / "state.json"
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2))
-        temporary.replace(path)
+        """Only the supervisor writes state.json; a deploy writes deployment.json (one writer per file)."""
+        pieces = {key: value for key, value in asdict(self).items() if key != "deployment"}
+        write_json(Path(self.state_dir) / STATE_FILE, pieces)
 
     @classmethod
     def load(cls, state_dir: Path) -> StackState | None:
         try:
-            raw = json.loads((state_dir / "state.json").read_text())
+            raw = json.loads((state_dir / STATE_FILE).read_text())
         except (OSError, ValueError):
             return None
+        try:
+            deployment = json.loads((state_dir / DEPLOYMENT_FILE).read_text())
+        except (OSError, ValueError):
+            deployment = None
         return cls(
             state_dir=raw["state_dir"],
             supervisor=Piece(**raw["supervisor"]),
             pieces={name: Piece(**piece) for name, piece in raw["pieces"].items()},
             webhook_secret=raw.get("webhook_secret", ""),
-            deployment=raw.get("deployment"),
+            deployment=deployment,
         )
 
 
-def start_time(pid: int) -> int:
-    return process_tree(pid).get(pid, 0)
+def write_json(path: Path, value: object) -> None:
+    """Atomically: readers see the old file or the new one, never half of one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as out:
+        json.dump(value, out, indent=2)
+    Path(temporary).replace(path)
 
 
 def piece(name: str, process: ManagedProcess, address: str) -> Piece:
     pid = process.process.pid
-    return Piece(name, pid, start_time(pid), address, str(process.log_path))
+    return Piece(name, pid, start_time(pid) or 0, address, str(process.log_path))
 
 
 # --- the supervisor (`serve`): owns every piece as its child ------------------------------------------------------
@@ -132,7 +143,7 @@ class Supervisor:
         me = os.getpid()
         state = StackState(
             str(self.state_dir),
-            Piece("supervisor", me, start_time(me), "", str(self.logs / "stack.log")),
+            Piece("supervisor", me, start_time(me) or 0, "", str(self.logs / "stack.log")),
             webhook_secret=secrets.token_hex(16),
         )
         kafka = servers.start_tansu(self.logs)
@@ -151,7 +162,7 @@ class Supervisor:
         webhook = WebhookReceiver(state.webhook_secret, record_to=self.state_dir / "webhook.jsonl")
         webhook.start()
         self.servers.append(webhook)
-        state.pieces["webhook"] = Piece("webhook", os.getpid(), start_time(os.getpid()), webhook.url, "")
+        state.pieces["webhook"] = Piece("webhook", me, start_time(me) or 0, webhook.url, "")
         localstack = start_localstack(
             self.logs,
             self.state_dir / "localstack",
@@ -169,10 +180,15 @@ class Supervisor:
     def run(self) -> None:
         """Until SIGTERM: (re)start the Kafka trigger whenever a deployment is recorded."""
         while not self.stopping.wait(0.5):
-            state = StackState.load(self.state_dir)
-            deployment = state.deployment if state else None
-            if state is None or deployment is None:
-                continue
+            try:
+                self.watch_deployment()
+            except Exception:  # one bad round must not stop the stack: it is logged and tried again
+                logging.getLogger("localbus.stack").exception("supervisor round failed")
+
+    def watch_deployment(self) -> None:
+        state = StackState.load(self.state_dir)
+        deployment = state.deployment if state else None
+        if state is not None and deployment is not None:
             stamp = str(deployment.get("deployed_at"))
             exited = self.trigger is not None and self.trigger.process.poll() is not None
             # a trigger that exits is restarted, at most every few seconds (a bad configuration exits at once)
@@ -215,6 +231,7 @@ class Supervisor:
 
 
 def serve(state_dir: Path) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     supervisor = Supervisor(state_dir)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only `down` stops the stack
@@ -223,8 +240,9 @@ def serve(state_dir: Path) -> int:
         supervisor.run()
     finally:
         supervisor.stop()
-        with contextlib.suppress(OSError):
-            (state_dir / "state.json").unlink()
+        for stale in (STATE_FILE, DEPLOYMENT_FILE):
+            with contextlib.suppress(OSError):
+                (state_dir / stale).unlink()
     return 0
 
 
@@ -246,8 +264,9 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> StackState:
         return state
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "logs").mkdir(exist_ok=True)
-    with contextlib.suppress(OSError):
-        (state_dir / "state.json").unlink()
+    for stale in (STATE_FILE, DEPLOYMENT_FILE):  # a new LocalStack has no deployment
+        with contextlib.suppress(OSError):
+            (state_dir / stale).unlink()
     log = (state_dir / "logs" / "stack.log").open("ab")
     process = subprocess.Popen(  # the supervisor: this module, in a session of its own
         [sys.executable, "-m", "localbus.stack", "serve", "--state-dir", str(state_dir)],
@@ -284,8 +303,8 @@ def deploy_stack(state_dir: Path = DEFAULT_STATE_DIR, extra_parameters: dict[str
     deployment = deploy(state.localstack_url, built, parameters, stack_name=samconfig_stack_name())
     state = current(state_dir) or state
     previous = state.pieces.get("kafka-trigger")
-    state.deployment = {**asdict(deployment), "deployed_at": time.time(), "targets": asdict(targets)}
-    state.save()
+    record = {**asdict(deployment), "deployed_at": time.time(), "targets": asdict(targets)}
+    write_json(state_dir / DEPLOYMENT_FILE, record)
     wait_for_trigger(state_dir, previous)
     return deployment
 

@@ -74,10 +74,11 @@ class WebhookReceiver:
                         "status": status,
                         "received_at": time.time(),
                     }
-                    receiver.received.append(delivery)
-                    if receiver.record_to is not None:
-                        with receiver.record_to.open("a") as out:
-                            out.write(json.dumps(delivery) + "\n")
+                    with receiver._lock:  # one whole line at a time: readers never see two interleaved
+                        receiver.received.append(delivery)
+                        if receiver.record_to is not None:
+                            with receiver.record_to.open("a") as out:
+                                out.write(json.dumps(delivery) + "\n")
                 else:
                     receiver.rejected += 1
                     status = 401

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from localbus import stack
 from localbus.client import LocalBus
-from localbus.localstack import process_tree, running
+from localbus.processes import process_tree, processes_mentioning, running
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +33,5 @@ def bus(bus_state_dir: Path) -> Iterator[LocalBus]:
     assert not killed, f"stopping the stack had to kill {killed}"
     left = running(seen)
     assert not left, f"processes of the local stack still running after stop: {left}"
+    strays = processes_mentioning(str(bus_state_dir))  # the Lambda runtimes' LAMBDA_TASK_ROOT is under it
+    assert not strays, f"processes of the local stack's folder still running after stop: {strays}"

@@ -78,6 +78,9 @@ def test_an_http_event_reaches_sqs_and_the_webhook_once_in_one_trace(bus: LocalB
     assert consume.parent_span_id == produce.span_id
     assert by_name["deliver orders-webhook"].parent_span_id == consume.span_id
     assert by_name["deliver orders-to-fulfilment"].parent_span_id == consume.span_id
+    # still exactly once now that the whole path has been traced (a late duplicate would show here)
+    assert len(deliveries_of(bus, event["id"])) == 1
+    assert not [m for m in bus.queue_messages(bus.fulfilment_queue) if json.loads(m["Body"])["id"] == event["id"]]
 
 
 def test_a_table_write_flows_through_cdc_to_a_subscriber_with_cdc_metrics(bus: LocalBus) -> None:

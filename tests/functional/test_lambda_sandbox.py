@@ -171,9 +171,20 @@ def start_environment(endpoint: RecordingEndpoint, tmp_path: Path) -> Iterator[A
 
     yield start
     for environment in started:
+        children = children_of(environment.process.pid)
         if environment.process.poll() is None:
-            os.killpg(environment.process.pid, signal.SIGKILL)
+            os.killpg(environment.process.pid, signal.SIGKILL)  # the runtime and extensions are in its group
             environment.process.wait(timeout=5)
+        time.sleep(0.1)
+        alive = [pid for pid in children if Path(f"/proc/{pid}").exists() and stat_state(pid) != b"Z"]
+        assert not alive, f"the sandbox left {alive} running"
+
+
+def stat_state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return b"X"
 
 
 def children_of(pid: int) -> list[int]:
@@ -278,6 +289,34 @@ def test_errors_keep_lambdas_shapes_and_the_environment_recovers(start_environme
     assert logs.startswith("INIT_START")  # a fresh environment after the crash
 
 
+def test_a_runtime_that_dies_or_times_out_is_never_handed_the_next_invocation(start_environment: Any) -> None:
+    env = start_environment(
+        "app.handler",
+        """
+        import time
+        def handler(event, context):
+            time.sleep(event.get("sleep", 0))
+            return "done"
+        """,
+        timeout=1,
+    )
+    assert env.endpoint.next().path == "status/env1/ready"
+    # finishes just as the timeout fires: the timed-out runtime must not take the next invocation
+    kind, body, _ = env.invoke({"sleep": 1.0})
+    assert (kind, body["errorType"]) == ("error", "Sandbox.Timedout")
+    assert env.invoke({})[:2] == ("response", "done")
+
+    # the runtime dies while it waits for work: the next invocation goes to a fresh one
+    (runtime,) = [
+        pid for pid in children_of(env.process.pid) if b"awslambdaric" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    os.kill(runtime, signal.SIGKILL)
+    time.sleep(0.3)
+    kind, body, logs = env.invoke({})
+    assert (kind, body) == ("response", "done")
+    assert logs.startswith("INIT_START")
+
+
 def test_an_import_error_fails_the_environments_start(start_environment: Any) -> None:
     env = start_environment("app.handler", "import not_a_module\n")
     report = env.endpoint.next()
@@ -329,6 +368,10 @@ def loop():
 threading.Thread(target=loop, daemon=True).start()
 
 def handler(event, context):
+    import time
+    deadline = time.monotonic() + 2
+    while not SEEN and time.monotonic() < deadline:  # the extension's thread records the event concurrently
+        time.sleep(0.01)
     late = call("/register", json.dumps({"events": ["INVOKE"]}).encode(), {"Lambda-Extension-Name": "late"})
     return {"refused": [refused[0], refused[2]["errorType"]], "late": [late[0], late[2]["errorType"]],
             "seen": [(e["eventType"], e["requestId"]) for e in SEEN], "request_id": context.aws_request_id}

@@ -7,12 +7,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from localbus import invoke as cli
 from localbus.invoke import Invocation, LogEvent, UsageError
+from localbus.processes import start_time
 
 REQUEST = "7e28571c-c6dd-461d-8fa3-a380a951be32"
 OTHER = "b9b6223e-ae9b-4c71-9c0c-dbd6dc3430f7"
@@ -66,7 +68,8 @@ class TestEvents:
 
 class TestEndpoint:
     def test_aws_endpoint_url_first_then_the_stack_state_then_4566(self, tmp_path):
-        supervisor = {"name": "supervisor", "pid": 1, "start_time": 1, "address": "", "log": ""}
+        me = os.getpid()  # a live "supervisor": the endpoint comes only from a running stack
+        supervisor = {"name": "supervisor", "pid": me, "start_time": start_time(me), "address": "", "log": ""}
         localstack = {**supervisor, "name": "localstack", "address": "http://127.0.0.1:41234"}
         state = {"state_dir": str(tmp_path), "supervisor": supervisor, "pieces": {"localstack": localstack}}
         (tmp_path / "state.json").write_text(json.dumps(state))
@@ -74,6 +77,9 @@ class TestEndpoint:
         assert cli.default_endpoint({}, tmp_path) == "http://127.0.0.1:41234"
         assert cli.default_endpoint({"LOCALBUS_STATE_DIR": str(tmp_path)}) == "http://127.0.0.1:41234"
         assert cli.default_endpoint({}, tmp_path / "no-stack") == "http://127.0.0.1:4566"
+        gone = {**state, "supervisor": {**supervisor, "start_time": (start_time(me) or 0) + 1}}  # pid reused since
+        (tmp_path / "state.json").write_text(json.dumps(gone))
+        assert cli.default_endpoint({}, tmp_path) == "http://127.0.0.1:4566"
         (tmp_path / "state.json").write_text("{half")
         assert cli.default_endpoint({}, tmp_path) == "http://127.0.0.1:4566"
 

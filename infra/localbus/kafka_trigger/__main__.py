@@ -28,6 +28,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from localbus.cfn import Physical, TemplateError
 from localbus.kafka_trigger.aws import LambdaInvoker, StackResources, destination_for
 from localbus.kafka_trigger.mappings import kafka_mappings, samconfig_parameters
@@ -107,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         mappings = kafka_mappings(config.template, config.parameters, config.physical_ids())
         destinations = {mapping.logical_id: destination_for(mapping.on_failure_destination) for mapping in mappings}
-    except (TemplateError, ValueError) as error:
+    except (TemplateError, ValueError, BotoCoreError, ClientError) as error:  # ClientError: no such stack
         logger.error("cannot read the Kafka mappings: %s", error)  # noqa: TRY400 - one line, no traceback
         return 2
     if not mappings:

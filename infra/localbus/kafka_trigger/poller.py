@@ -163,7 +163,10 @@ class MappingPoller:
             try:
                 consumer.seek(TopicPartition(*partition, offset))
             except KafkaException as error:
+                # going on from the consumer's position would commit past the undone records later: start over
+                # from the committed offsets instead (run() makes a new consumer)
                 logger.warning("%s: rewind of %s to %d failed (%s)", self.mapping.logical_id, partition, offset, error)
+                raise
         logger.debug(
             "%s %s: committed %s, rewound %s",
             self.mapping.logical_id,

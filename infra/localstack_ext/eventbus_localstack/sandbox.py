@@ -55,6 +55,9 @@ from typing import Any
 RUNTIME_API = "/2018-06-01/runtime"
 EXTENSION_API = "/2020-01-01/extension"
 INIT_TIMEOUT_S = 10.0  # Lambda's init phase limit
+READ_CHUNK = 65536
+DRAIN_READS = 16  # at most 1 MiB per drain, so a process that never stops writing cannot hold the logs
+MAX_LOG_BYTES = 1 << 20
 INTERNAL_SHUTDOWN_S = 0.5
 EXTERNAL_SHUTDOWN_S = 2.0
 # the sandbox's own settings, passed by the executor and never shown to the function
@@ -157,6 +160,7 @@ class LogCollector:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._chunks: list[str] = []
+        self._size = 0
         self._fds: set[int] = set()
 
     def follow(self, fd: int) -> None:
@@ -172,7 +176,7 @@ class LogCollector:
             with self._lock:
                 if fd not in self._fds:
                     return
-                if not self._read(fd):
+                if not self._read(fd, reads=1):  # one read per hold: a chatty process cannot starve the others
                     self._fds.discard(fd)
                     with contextlib.suppress(OSError):
                         os.close(fd)
@@ -181,13 +185,13 @@ class LogCollector:
     def _drain(self) -> None:
         """Read what every pipe holds now: a process writes its output before its next API call. Holds the lock."""
         for fd in list(self._fds):
-            self._read(fd)
+            self._read(fd, reads=DRAIN_READS)
 
-    def _read(self, fd: int) -> bool:
-        """Read what the pipe holds; False once the writer is gone. Call with the lock held."""
-        while True:
+    def _read(self, fd: int, reads: int) -> bool:
+        """Read what the pipe holds (at most `reads` chunks); False once the writer is gone. Holds the lock."""
+        for _ in range(reads):
             try:
-                data = os.read(fd, 65536)
+                data = os.read(fd, READ_CHUNK)
             except BlockingIOError:
                 return True
             except OSError:
@@ -195,15 +199,25 @@ class LogCollector:
             if not data:
                 return False
             text = data.decode("utf-8", errors="replace")
-            self._chunks.append(text)
             sys.stdout.write(text)
             sys.stdout.flush()
+            self._keep(text)
+        return True
+
+    def _keep(self, text: str) -> None:
+        """Keep an invocation's output up to MAX_LOG_BYTES (the sandbox's own log file gets all of it)."""
+        if self._size < MAX_LOG_BYTES:
+            self._chunks.append(text)
+            self._size += len(text)
+            if self._size >= MAX_LOG_BYTES:
+                self._chunks.append(f"\n[output truncated at {MAX_LOG_BYTES} bytes for this invocation]\n")
 
     def add(self, line: str) -> None:
         """Append a line of the sandbox's own (START, END, REPORT) after everything the processes wrote before it."""
         with self._lock:
             self._drain()
             self._chunks.append(line + "\n")
+            self._size += len(line) + 1
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
@@ -213,6 +227,7 @@ class LogCollector:
             self._drain()
             text = "".join(self._chunks)
             self._chunks.clear()
+            self._size = 0
             return text
 
 
@@ -306,12 +321,11 @@ class Sandbox:
         with self._state:
             self._external_names = {executable.name for executable in executables}
         for executable in executables:
-            self._external.append(self._spawn([str(executable)], env))
+            self._spawn([str(executable)], env, runtime=False)
         self._await_external_registrations()
         runtime = self._spawn([self.settings.runtime_python, "-m", "awslambdaric", self.settings.handler], env)
-        with self._state:
-            self._runtime = runtime
-        threading.Thread(target=self._watch_runtime, args=(runtime, generation), daemon=True).start()
+        if runtime is not None:
+            threading.Thread(target=self._watch_runtime, args=(runtime, generation), daemon=True).start()
 
     def _await_external_registrations(self) -> None:
         """Lambda's init runs extensions first: the runtime starts once each external extension has registered."""
@@ -332,16 +346,24 @@ class Sandbox:
                 found += sorted(p for p in folder.iterdir() if p.is_file() and os.access(p, os.X_OK))
         return found
 
-    def _spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(  # the runtime, and the executables a layer ships in extensions/
-            argv,
-            cwd=self.settings.task_root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    def _spawn(self, argv: list[str], env: dict[str, str], *, runtime: bool = True) -> subprocess.Popen[bytes] | None:
+        """Start the runtime or an external extension, in this sandbox's process group (the executor's SIGKILL to
+        the group reaches them all), unless the sandbox is shutting down."""
+        with self._state:
+            if self._shutting_down:
+                return None
+            process = subprocess.Popen(  # the runtime, and the executables a layer ships in extensions/
+                argv,
+                cwd=self.settings.task_root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            if runtime:
+                self._runtime = process
+            else:
+                self._external.append(process)
         if process.stdout is not None:
             self.logs.follow(os.dup(process.stdout.fileno()))
             process.stdout.close()
@@ -357,6 +379,7 @@ class Sandbox:
             failed = list(self._pending) if during_init else []
             if during_init:
                 self._pending.clear()
+            self._initialising = True  # nothing is dispatched until the environment is initialised again
             self._state.notify_all()
         status = f"exit status {code}" if code >= 0 else f"signal: {signal.Signals(-code).name.lower()}"
         reason = f"Runtime exited with error: {status}"
@@ -364,40 +387,42 @@ class Sandbox:
         if not ready:
             # the first init failed: LocalStack fails this environment's start with the error
             self.init_error(error_body("init", "Runtime.ExitError", reason))
+            self.kill_all()
             self.stop()
             return
         if current is not None:
             self._cancel_timer()
             self._report(current, error_body(current.request_id, "Runtime.ExitError", reason), error=True)
         if during_init:
-            # a re-init failed: the waiting invocations get the error, and the next one tries again
+            # a re-init failed: the waiting invocations get the error, and the next one tries again (set before
+            # reporting: LocalStack sends the next invocation as soon as it has the error)
             body = self._last_init_error or error_body("init", "Runtime.ExitError", reason)
-            for invocation in failed:
-                invocation.started = time.perf_counter()
-                self._report(invocation, body, error=True)
-            self._kill_all()
+            self.kill_all()
             with self._state:
                 self._extensions.clear()
                 self._needs_init = True
+            for invocation in failed:
+                invocation.started = time.perf_counter()
+                self._report(invocation, body, error=True)
             return
         self._reset()
 
     def _reset(self) -> None:
         """Kill what is left of the environment and initialise it again, as Lambda does after a timeout or crash."""
-        self._kill_all()
+        self.kill_all()
         with self._state:
             self._extensions.clear()
         time.sleep(0.05)
         self._init()
 
-    def _kill_all(self) -> None:
+    def kill_all(self) -> None:
         with self._state:
             processes = [p for p in [self._runtime, *self._external] if p is not None]
             self._external = []
             self._runtime_generation += 1
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+                os.kill(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
 
@@ -419,13 +444,14 @@ class Sandbox:
             runtime = self._runtime
             external = list(self._external)
         if extensions and runtime is not None:
+            # with no extension registered Lambda does not signal the runtime: it is killed at once
             with contextlib.suppress(ProcessLookupError):
                 os.kill(runtime.pid, signal.SIGTERM)
-        end = time.monotonic() + grace
-        for process in [p for p in [runtime, *external] if p is not None]:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.0, end - time.monotonic()))
-        self._kill_all()
+            end = time.monotonic() + grace
+            for process in [p for p in [runtime, *external] if p is not None]:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=max(0.0, end - time.monotonic()))
+        self.kill_all()
         leftover = self.logs.take()
         if leftover:
             log("output after the last invocation:\n%s", leftover.rstrip())
@@ -450,8 +476,8 @@ class Sandbox:
             self._pending.append(invocation)
             self._state.notify_all()
             needs_init, self._needs_init = self._needs_init, False
-        if needs_init:
-            self._init()
+        if needs_init:  # off the request's thread: LocalStack expects /invoke to answer at once
+            threading.Thread(target=self._init, daemon=True, name="init").start()
 
     # --- the Runtime API -------------------------------------------------------------------------------------------
 
@@ -459,6 +485,7 @@ class Sandbox:
         """Block until the environment may be unfrozen for the next invocation. At shutdown it never answers: the
         runtime is stopped while it waits, as in Lambda; None once the sandbox has stopped."""
         with self._state:
+            generation = self._runtime_generation
             self._runtime_waiting = True
             self._registration_open = False
             self._state.notify_all()
@@ -467,6 +494,8 @@ class Sandbox:
             while not self._shutting_down and not (
                 self._pending and not self._initialising and self._all_extensions_waiting()
             ):
+                if self._runtime_generation != generation:
+                    return None  # the runtime that asked was replaced (timeout, crash): never hand it work
                 self._state.wait()
             invocation = None if self._shutting_down else self._dispatch()
         if invocation is None:
@@ -562,6 +591,8 @@ class Sandbox:
             self._current = None
             self._timer = None
             self._runtime_generation += 1  # the runtime's death below is this timeout's, not a crash
+            self._initialising = True  # nothing is dispatched until the environment is initialised again
+            self._state.notify_all()
         message = f"Task timed out after {self.settings.timeout_s:.2f} seconds"
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         self._report(
@@ -739,6 +770,7 @@ def main() -> int:
         sandbox.localstack.init_error(error_body("init", "Sandbox.Failure", "the local sandbox failed to start"))
         return 1
     finally:
+        sandbox.kill_all()
         server.shutdown()
     return 0
 

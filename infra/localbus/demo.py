@@ -2,7 +2,8 @@
 
 `make demo` starts the local stack if it is not running (LocalStack with the project's plugins, tansu, rotel, the
 Pushgateway, Prometheus, the webhook receiver), deploys template.yaml to it (`sam build` + `samlocal deploy`, the
-`local` environment of samconfig.toml; skipped when already deployed, `--redeploy` forces it), then goes through
+`local` environment of samconfig.toml; skipped when the deployed template and functions are unchanged,
+`--redeploy` forces it), then goes through
 the front doors as a user would:
 
 - API Gateway: GET /health, three CloudEvents to POST /events, the demo routes (/api/events, /api/kafka,
@@ -29,6 +30,7 @@ from typing import Any
 
 from localbus import stack
 from localbus.client import BusError, LocalBus, wait_until
+from localbus.deploy import source_digest
 from localbus.traces import ReceivedSpan
 
 EVENTS = [
@@ -238,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         state = stack.up(state_dir)
         print(f"  up in {time.perf_counter() - started:.1f} s")
         stack.print_status(stack.status(state_dir), state_dir)
-        if args.redeploy or not state.deployment:
-            section("sam build + samlocal deploy (samconfig.toml [local])")
+        deployed = state.deployment or {}
+        changed = deployed and deployed.get("source_digest") != source_digest()
+        if args.redeploy or not deployed or changed:
+            why = "the template or a function changed since the last deploy" if changed else "samconfig.toml [local]"
+            section(f"sam build + samlocal deploy ({why})")
             deployment = stack.deploy_stack(state_dir)
             print(f"  {deployment.stack_name}: CREATE_COMPLETE in {deployment.seconds:.1f} s")
         bus = LocalBus.of(state_dir)

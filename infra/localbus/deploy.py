@@ -8,6 +8,7 @@ stack a deploy is always a fresh create (about 35 s, most of it samlocal waiting
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -36,7 +37,10 @@ class DeployError(RuntimeError):
 
 def aws_client(service: str, endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120) -> Any:  # noqa: ANN401
     """A boto3 client for the local stack (LocalStack's default account and region). `attempts=1` for calls that
-    must not be repeated behind the caller's back (a Lambda Invoke that timed out may still have run)."""
+    must not be repeated behind the caller's back (a Lambda Invoke that timed out may still have run).
+
+    Not localstack-client: its sessions take AWS_ENDPOINT_URL over the host they are given, and a developer's
+    own AWS_ENDPOINT_URL would then send the demo and the tests to another LocalStack than this stack's."""
     retries: Any = {"total_max_attempts": attempts, "mode": "standard"}
     config = Config(retries=retries, connect_timeout=5, read_timeout=read_timeout)
     name: Any = service
@@ -85,6 +89,17 @@ def build(build_dir: Path) -> Path:
     argv = [sam_binary(), "build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir)]
     run([*argv, "--base-dir", str(REPO)], sam_environment(), "sam build")
     return build_dir / "template.yaml"
+
+
+def source_digest() -> str:
+    """What a deploy is made of (the template, samconfig.toml and every function's and the layer's files): a
+    deployment records it, so a changed source is deployed again and an unchanged one is not."""
+    digest = hashlib.sha256()
+    files = [TEMPLATE, SAMCONFIG, *sorted((REPO / "functions").rglob("*"))]
+    for path in files:
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def samconfig_parameters(config_env: str = "local") -> dict[str, str]:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from localbus import servers
-from localbus.deploy import Deployment, build, deploy, samconfig_parameters, samconfig_stack_name
+from localbus.deploy import Deployment, build, deploy, samconfig_parameters, samconfig_stack_name, source_digest
 from localbus.localstack import start_localstack
 from localbus.processes import ManagedProcess, port_open, process_tree, running, start_time
 from localbus.venvs import REPO, lambda_python, localstack_python
@@ -296,6 +296,7 @@ def deploy_stack(state_dir: Path = DEFAULT_STATE_DIR, extra_parameters: dict[str
     state = current(state_dir)
     if state is None:
         raise StackError("the local stack is not running: start it with `make up` (or `make demo`)")
+    digest = source_digest()
     built = build(state_dir / "sam-build")
     targets = prepare_targets(state.localstack_url, state.address("webhook"), state.webhook_secret)
     parameters = {**local_parameters(state, targets), **(extra_parameters or {})}
@@ -303,7 +304,7 @@ def deploy_stack(state_dir: Path = DEFAULT_STATE_DIR, extra_parameters: dict[str
     deployment = deploy(state.localstack_url, built, parameters, stack_name=samconfig_stack_name())
     state = current(state_dir) or state
     previous = state.pieces.get("kafka-trigger")
-    record = {**asdict(deployment), "deployed_at": time.time(), "targets": asdict(targets)}
+    record = {**asdict(deployment), "deployed_at": time.time(), "targets": asdict(targets), "source_digest": digest}
     write_json(state_dir / DEPLOYMENT_FILE, record)
     wait_for_trigger(state_dir, previous)
     return deployment

@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from localbus.context import LambdaContext
 from localbus.kafka_trigger import (
+    DeadLetter,
     InvokeResult,
     KafkaMapping,
     MappingPoller,
@@ -315,6 +316,20 @@ def test_records_older_than_the_maximum_age_are_dead_lettered_without_an_invoke(
     assert [values(event) for event in invoker.events] == [[b"new"]]
 
 
+class CountingDestination:
+    """The real SQS destination, counting what was tried and what went through."""
+
+    def __init__(self, inner: SqsDestination) -> None:
+        self.inner = inner
+        self.attempts = 0
+        self.sent = 0
+
+    def send(self, letter: DeadLetter) -> None:
+        self.attempts += 1
+        self.inner.send(letter)
+        self.sent += 1
+
+
 def test_nothing_is_committed_while_the_dead_letter_queue_is_missing_and_a_restart_redelivers(kafka_bootstrap, sqs):
     topic = create_topic(kafka_bootstrap)
     produce(kafka_bootstrap, topic, [{"value": b"poison"}])
@@ -322,9 +337,10 @@ def test_nothing_is_committed_while_the_dead_letter_queue_is_missing_and_a_resta
     invoker = recording(lambda event: (_ for _ in ()).throw(RuntimeError("cannot process")))
     mapping = mapping_for(kafka_bootstrap, topic, max_retry_attempts=0, on_failure_destination=dlq_arn)
 
-    with running(MappingPoller(mapping, invoker, SqsDestination(dlq_arn), settings=FAST)):
-        wait_until(lambda: invoker.events, what="the first invoke")
-        time.sleep(0.5)  # a few failed sends
+    destination = CountingDestination(SqsDestination(dlq_arn))
+    with running(MappingPoller(mapping, invoker, destination, settings=FAST)):
+        wait_until(lambda: destination.attempts >= 2, what="failed sends to the missing queue")
+    assert destination.sent == 0
     assert committed(kafka_bootstrap, mapping.group_id, topic, 1) == {}, "a record that is not done is never committed"
     assert len(invoker.events) == 1, "its retries are exhausted: only the destination is tried again"
 

@@ -1,206 +1,20 @@
-"""The host executor's sandbox, one execution environment with AWS's real runtime client (`awslambdaric`).
-
-The sandbox is driven here the way LocalStack drives it: POST /invoke, then reports to the executor endpoint.
-The endpoint below only records those reports (LocalStack's own endpoint just resolves a future with them);
-the whole path through LocalStack is in tests/e2e.
-"""
+"""The host executor's sandbox, one execution environment with AWS's real runtime client (`awslambdaric`),
+driven the way LocalStack drives it (see tests/support/sandbox.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
-import subprocess
-import sys
-import textwrap
-import threading
 import time
-import urllib.request
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import pytest
-from localbus.processes import free_port, port_open
 from localbus.venvs import lambda_python
-
-SANDBOX_PACKAGE = Path(__file__).resolve().parents[2] / "infra" / "localstack_ext"
-ARN = "arn:aws:lambda:us-east-1:000000000000:function:probe"
+from support.sandbox import ARN, SandboxLauncher, children_of
 
 
-@dataclass(frozen=True)
-class Report:
-    path: str
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class RecordingEndpoint:
-    """LocalStack's side of the executor protocol: records each report the sandbox posts."""
-
-    def __init__(self) -> None:
-        self.reports: queue.Queue[Report] = queue.Queue()
-        reports = self.reports
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                reports.put(Report(self.path.split("/_localstack_lambda/env1/", 1)[-1], body))
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet."""
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/_localstack_lambda/env1"
-
-    def next(self, timeout: float = 15.0) -> Report:
-        return self.reports.get(timeout=timeout)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@dataclass
-class Environment:
-    endpoint: RecordingEndpoint
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def invoke(self, event: dict[str, Any]) -> tuple[str, Any, str]:
-        """Send one invocation; returns (response or error, its body, the invocation's logs)."""
-        request_id = str(uuid.uuid4())
-        body = {
-            "invoke-id": request_id,
-            "invoked-function-arn": ARN,
-            "payload": json.dumps(event),
-            "trace-id": "Root=1-x",
-        }
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/invoke", json.dumps(body).encode(), method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            assert answer.status == 200
-        logs = self.endpoint.next()
-        assert logs.path == f"invocations/{request_id}/logs"
-        outcome = self.endpoint.next()
-        kind = outcome.path.rsplit("/", 1)[-1]
-        assert outcome.path == f"invocations/{request_id}/{kind}"
-        return kind, outcome.json(), logs.json()["logs"]
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def endpoint() -> Iterator[RecordingEndpoint]:
-    recording = RecordingEndpoint()
-    yield recording
-    recording.close()
-
-
-@pytest.fixture
-def start_environment(endpoint: RecordingEndpoint, tmp_path: Path) -> Iterator[Any]:
-    started: list[Environment] = []
-
-    def start(
-        handler: str,
-        code: str,
-        *,
-        timeout: int = 3,
-        files: dict[str, str] | None = None,
-        layers: dict[str, str] | None = None,
-    ) -> Environment:
-        task = tmp_path / "task"
-        task.mkdir()
-        for name, text in {"app.py": code, **(files or {})}.items():
-            (task / name).write_text(textwrap.dedent(text))
-        layer_dir = tmp_path / "layer"
-        for relative, text in (layers or {}).items():
-            path = layer_dir / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text))
-            if relative.startswith("extensions/"):
-                path.chmod(0o755)
-        port = free_port()
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(SANDBOX_PACKAGE),
-            "_HANDLER": handler,
-            "LAMBDA_TASK_ROOT": str(task),
-            "AWS_LAMBDA_FUNCTION_NAME": "probe",
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout),
-            "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/26/[$LATEST]abc",
-            "LOCALSTACK_RUNTIME_ENDPOINT": endpoint.url,
-            "LOCALSTACK_RUNTIME_ID": "env1",
-            "_LOCALBUS_PORT": str(port),
-            "_LOCALBUS_LAYERS": str(layer_dir) if layers else "",
-            "_LOCALBUS_RUNTIME_PYTHON": str(lambda_python()),
-        }
-        log = tmp_path / "sandbox.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(  # the module under test
-                [sys.executable, "-m", "eventbus_localstack.sandbox"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        environment = Environment(endpoint, process, port, log)
-        started.append(environment)
-        deadline = time.monotonic() + 10
-        while not port_open(port):
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the sandbox did not open its port"
-            time.sleep(0.02)
-        return environment
-
-    yield start
-    for environment in started:
-        children = children_of(environment.process.pid)
-        if environment.process.poll() is None:
-            os.killpg(environment.process.pid, signal.SIGKILL)  # the runtime and extensions are in its group
-            environment.process.wait(timeout=5)
-        time.sleep(0.1)
-        alive = [pid for pid in children if Path(f"/proc/{pid}").exists() and stat_state(pid) != b"Z"]
-        assert not alive, f"the sandbox left {alive} running"
-
-
-def stat_state(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return b"X"
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(status.parent.name))
-    return found
-
-
-def test_invocation_gets_lambdas_context_and_logs(start_environment: Any) -> None:
-    env = start_environment(
+def test_invocation_gets_lambdas_context_and_logs(sandboxes: SandboxLauncher) -> None:
+    env = sandboxes.start(
         "app.handler",
         """
         import os
@@ -248,8 +62,8 @@ def test_invocation_gets_lambdas_context_and_logs(start_environment: Any) -> Non
     assert "Init Duration" not in logs
 
 
-def test_errors_keep_lambdas_shapes_and_the_environment_recovers(start_environment: Any) -> None:
-    env = start_environment(
+def test_errors_keep_lambdas_shapes_and_the_environment_recovers(sandboxes: SandboxLauncher) -> None:
+    env = sandboxes.start(
         "app.handler",
         """
         import os, time
@@ -289,8 +103,8 @@ def test_errors_keep_lambdas_shapes_and_the_environment_recovers(start_environme
     assert logs.startswith("INIT_START")  # a fresh environment after the crash
 
 
-def test_a_runtime_that_dies_or_times_out_is_never_handed_the_next_invocation(start_environment: Any) -> None:
-    env = start_environment(
+def test_a_runtime_that_dies_or_times_out_is_never_handed_the_next_invocation(sandboxes: SandboxLauncher) -> None:
+    env = sandboxes.start(
         "app.handler",
         """
         import time
@@ -317,8 +131,8 @@ def test_a_runtime_that_dies_or_times_out_is_never_handed_the_next_invocation(st
     assert logs.startswith("INIT_START")
 
 
-def test_an_import_error_fails_the_environments_start(start_environment: Any) -> None:
-    env = start_environment("app.handler", "import not_a_module\n")
+def test_an_import_error_fails_the_environments_start(sandboxes: SandboxLauncher) -> None:
+    env = sandboxes.start("app.handler", "import not_a_module\n")
     report = env.endpoint.next()
     assert report.path == "status/env1/error"
     assert report.json()["errorType"] == "Runtime.ImportModuleError"
@@ -326,8 +140,8 @@ def test_an_import_error_fails_the_environments_start(start_environment: Any) ->
     assert env.process.wait(timeout=10) == 0
 
 
-def test_layers_are_on_the_path_after_the_function_code(start_environment: Any) -> None:
-    env = start_environment(
+def test_layers_are_on_the_path_after_the_function_code(sandboxes: SandboxLauncher) -> None:
+    env = sandboxes.start(
         "app.handler",
         """
         import shared, only_in_layer
@@ -378,8 +192,8 @@ def handler(event, context):
 """
 
 
-def test_internal_extension_gets_invoke_events_before_the_handler(start_environment: Any) -> None:
-    env = start_environment("app.handler", INTERNAL_EXTENSION)
+def test_internal_extension_gets_invoke_events_before_the_handler(sandboxes: SandboxLauncher) -> None:
+    env = sandboxes.start("app.handler", INTERNAL_EXTENSION)
     assert env.endpoint.next().path == "status/env1/ready"
     kind, body, _ = env.invoke({})
     assert kind == "response"
@@ -417,8 +231,8 @@ def handler(event, context):
 """
 
 
-def test_shutdown_reaches_extensions_and_the_runtime_then_nothing_is_left(start_environment: Any) -> None:
-    env = start_environment(
+def test_shutdown_reaches_extensions_and_the_runtime_then_nothing_is_left(sandboxes: SandboxLauncher) -> None:
+    env = sandboxes.start(
         "app.handler",
         SIGTERM_AWARE,
         layers={"extensions/recorder": EXTERNAL_EXTENSION.format(python=lambda_python())},

@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlsplit
 from observability.exceptions import ConfigError
 
 TRACES_EXPORTERS = ("otlp", "console", "none")
+# auto: after the response when running in Lambda (an internal extension), else inline
+FLUSH_MODES = ("auto", "inline", "after_response")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 SAMPLERS = (
     "always_on",
@@ -146,6 +148,7 @@ class LambdaEnvironment:
     memory_mb: int | None = None
     log_stream: str | None = None
     execution_env: str | None = None
+    runtime_api: str | None = None  # host:port of the Runtime and Extensions APIs (set only inside Lambda)
 
     @classmethod
     def read(cls, env: EnvReader) -> LambdaEnvironment:
@@ -157,6 +160,7 @@ class LambdaEnvironment:
             memory_mb=int(memory) if memory and memory.isdigit() else None,
             log_stream=env.raw("AWS_LAMBDA_LOG_STREAM_NAME"),
             execution_env=env.raw("AWS_EXECUTION_ENV"),
+            runtime_api=env.raw("AWS_LAMBDA_RUNTIME_API"),
         )
 
 
@@ -190,6 +194,7 @@ class TelemetrySettings:
     metrics_path: str = "/metrics"
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_MS / 1000
     backoff_s: float = DEFAULT_BACKOFF_SECONDS
+    flush_mode: str = "auto"
     label_value_limit: int = DEFAULT_LABEL_VALUE_LIMIT
     aws: LambdaEnvironment = field(default_factory=LambdaEnvironment)
 
@@ -234,6 +239,7 @@ class TelemetrySettings:
             metrics_path=_metrics_path(env),
             flush_timeout_s=env.integer("TELEMETRY_FLUSH_TIMEOUT_MS", DEFAULT_FLUSH_TIMEOUT_MS, 1, 30_000) / 1000,
             backoff_s=env.number("TELEMETRY_BACKOFF_SECONDS", DEFAULT_BACKOFF_SECONDS, 0.0, 3600.0),
+            flush_mode=env.choice("TELEMETRY_FLUSH", FLUSH_MODES, "auto"),
             label_value_limit=env.integer("METRICS_LABEL_VALUE_LIMIT", DEFAULT_LABEL_VALUE_LIMIT, 1, 100_000),
             aws=aws,
         )

@@ -32,6 +32,7 @@ from observability.types import LambdaContext
 
 if TYPE_CHECKING:
     from observability.errors.sentry import SentryReporter
+    from observability.extension import AfterResponseFlush
     from observability.wrappers.operations import CdcOperation, EventProcessing, KafkaOperation
 
 
@@ -104,6 +105,8 @@ class Telemetry:
             self.flusher.add("sentry", self.sentry.flush)
         self._cold_start = True
         self._cold_lock = threading.Lock()
+        self._after_response: AfterResponseFlush | None = None
+        self._after_response_tried = False
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Telemetry:
@@ -278,6 +281,32 @@ class Telemetry:
         self.pushgateway.push(timeout)
         return True
 
+    def prepare_after_response(self) -> None:
+        """Called when a handler is wrapped, which is at init: inside Lambda (TELEMETRY_FLUSH `auto` or
+        `after_response`), register the internal extension that flushes after the response
+        (observability.extension). Once per Telemetry; elsewhere, or when Lambda refuses, flushes stay inline."""
+        with self._cold_lock:
+            if self._after_response_tried:
+                return
+            self._after_response_tried = True
+        api = self.settings.aws.runtime_api
+        if self.settings.flush_mode == "inline" or not api:
+            return
+        from observability.extension import AfterResponseFlush
+
+        self._after_response = AfterResponseFlush.register(api, self._flush_within)
+
+    @property
+    def flushes_after_response(self) -> bool:
+        return self._after_response is not None
+
+    def end_invocation(self, context: LambdaContext | None = None) -> None:
+        """The invocation's telemetry is complete: flush now, or let the extension flush after the response."""
+        if self._after_response is not None:
+            self._after_response.invocation_done()
+        else:
+            self.flush(context)
+
     def flush(self, context: LambdaContext | None = None) -> FlushReport:
         """End-of-invocation flush: spans, then metrics, then errors, inside the time the invocation has
         left (minus a margin for the response) and never longer than TELEMETRY_FLUSH_TIMEOUT_MS.
@@ -290,6 +319,9 @@ class Telemetry:
                 available = context.get_remaining_time_in_millis() / 1000 - RESPONSE_MARGIN_S
             except Exception:  # a foreign context object
                 available = None
+        return self._flush_within(available)
+
+    def _flush_within(self, available: float | None) -> FlushReport:
         try:
             report = self.flusher.flush(available)
         except Exception:

@@ -546,7 +546,11 @@ class Sandbox:
             self._initialising = False
             self._init_duration_ms = (time.perf_counter() - self._init_started) * 1000
             first, self._ready = not self._ready, True
+            extensions = list(self._extensions.values())
             self._state.notify_all()
+        for extension in extensions:  # as Lambda logs them at the end of init
+            events = ", ".join(sorted(extension.events))
+            self.logs.add(f"EXTENSION\tName: {extension.name}\tState: Ready\tEvents: [{events}]")
         if first:
             self.localstack.ready()
 

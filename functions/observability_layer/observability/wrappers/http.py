@@ -153,6 +153,8 @@ def request_attributes(request: HttpRequest) -> dict[str, AttributeValue]:
 
 
 def wrap_http_handler[**P, R](telemetry: Telemetry, handler: Callable[P, R], *, route: str | None) -> Callable[P, R]:
+    telemetry.prepare_after_response()  # decorated at import, which is Lambda's init: the only time to register
+
     @functools.wraps(handler)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         event = kwargs.get("event", args[0] if args else None)

@@ -57,8 +57,9 @@ def invocation_scope(
     attributes: Mapping[str, AttributeValue] | None = None,
 ) -> Iterator[Span]:
     """One invocation: the root span (child of `parent` when a caller sent trace context), the request
-    and correlation ids for logs and errors, and the flush once the span has ended. An exception is
-    captured (handled=False) and re-raised untouched."""
+    and correlation ids for logs and errors, and the flush once the span has ended (after the response, from
+    the layer's extension, when it is registered). An exception is captured (handled=False) and re-raised
+    untouched."""
     cold_start = telemetry.take_cold_start()
     request_id = getattr(context, "aws_request_id", None)
     token = set_invocation(
@@ -86,13 +87,14 @@ def invocation_scope(
     finally:
         telemetry.metrics.inc("lambda_invocations_total", outcome=outcome)
         reset_invocation(token)
-        telemetry.flush(context)
+        telemetry.end_invocation(context)
 
 
 def wrap_lambda_handler[**P, R](
     telemetry: Telemetry, handler: Callable[P, R], *, name: str | None, kind: SpanKind, trigger: str
 ) -> Callable[P, R]:
     span_name = name or telemetry.function_name
+    telemetry.prepare_after_response()  # decorated at import, which is Lambda's init: the only time to register
 
     @functools.wraps(handler)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -1,0 +1,98 @@
+"""The layer's flush after the response: its internal Lambda extension, in the host executor's sandbox under AWS's
+runtime client, pushing to the real Pushgateway. The Pushgateway stamps each push (`push_time_seconds`), which
+tells whether metrics went out before or after the invocation's answer."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from support.pushgateway import samples
+from support.sandbox import Environment, SandboxLauncher
+
+pytestmark = pytest.mark.servers
+
+LAYER_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "observability_layer"
+EXTENSION_READY = "EXTENSION\tName: eventbus-telemetry\tState: Ready\tEvents: [INVOKE]"
+HANDLER = """
+from observability import get_telemetry
+
+telemetry = get_telemetry()
+
+
+@telemetry.lambda_handler
+def handler(event, context):
+    return {"after_response": telemetry.flushes_after_response}
+"""
+
+
+def start(sandboxes: SandboxLauncher, pushgateway: str, mode: str) -> tuple[Environment, str]:
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    environment = sandboxes.start(
+        "app.handler",
+        HANDLER,
+        layer_links={"python": LAYER_SOURCE},  # the layer's packages; its dependencies are this venv's
+        runtime_python=Path(sys.executable),
+        env={
+            "AWS_LAMBDA_FUNCTION_NAME": name,
+            "AWS_REGION": "us-east-1",
+            "PUSHGATEWAY_URL": pushgateway,
+            "OTEL_TRACES_EXPORTER": "none",
+            "TELEMETRY_FLUSH": mode,
+        },
+    )
+    assert environment.endpoint.next().path == "status/env1/ready"
+    return environment, name
+
+
+def push_times(pushgateway: str, job: str) -> list[float]:
+    return [s.value for s in samples(pushgateway) if s.name == "push_time_seconds" and s.labels.get("job") == job]
+
+
+def wait_for_push(pushgateway: str, job: str, after: float = 0.0, timeout: float = 10.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pushed = [stamp for stamp in push_times(pushgateway, job) if stamp > after]
+        if pushed:
+            return max(pushed)
+        time.sleep(0.05)
+    raise AssertionError(f"no push of {job} after {after}")
+
+
+def test_the_extension_flushes_after_the_answer_and_deletes_the_group_at_shutdown(
+    sandboxes: SandboxLauncher, pushgateway: str
+) -> None:
+    environment, job = start(sandboxes, pushgateway, "auto")
+    kind, body, logs = environment.invoke({})
+    assert (kind, body) == ("response", {"after_response": True})
+    assert EXTENSION_READY in logs.splitlines()
+    answered = environment.last_answer_at
+    first_push = wait_for_push(pushgateway, job)
+    assert first_push >= answered, "the metrics went out after the answer"
+
+    # the extension asked for the next event after its flush: the environment takes the next invocation
+    kind, body, _ = environment.invoke({})
+    assert kind == "response"
+    assert wait_for_push(pushgateway, job, after=first_push) >= environment.last_answer_at
+
+    # with an extension registered, reaping the environment sends SIGTERM: the layer deletes its group
+    assert environment.terminate() == 0
+    assert push_times(pushgateway, job) == []
+
+
+def test_inline_flushes_before_the_answer_and_the_group_outlives_the_environment(
+    sandboxes: SandboxLauncher, pushgateway: str
+) -> None:
+    environment, job = start(sandboxes, pushgateway, "inline")
+    kind, body, logs = environment.invoke({})
+    assert (kind, body) == ("response", {"after_response": False})
+    assert "EXTENSION" not in logs
+    (pushed,) = push_times(pushgateway, job)
+    assert pushed <= environment.last_answer_at, "the metrics went out before the answer"
+
+    # no extension, no SIGTERM: the group stays until MaintenanceFunction deletes stale groups
+    assert environment.terminate() == 0
+    assert push_times(pushgateway, job) == [pushed]

@@ -9,8 +9,18 @@ import signal
 import time
 from pathlib import Path
 
+from localbus.processes import process_tree, running
 from localbus.venvs import lambda_python
 from support.sandbox import ARN, SandboxLauncher, children_of
+
+
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL, then wait until the process is gone: the scenario is an invocation that arrives after the death."""
+    tree = process_tree(pid)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while running(tree) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_invocation_gets_lambdas_context_and_logs(sandboxes: SandboxLauncher) -> None:
@@ -124,11 +134,41 @@ def test_a_runtime_that_dies_or_times_out_is_never_handed_the_next_invocation(sa
     (runtime,) = [
         pid for pid in children_of(env.process.pid) if b"awslambdaric" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
-    os.kill(runtime, signal.SIGKILL)
-    time.sleep(0.3)
+    kill_and_wait(runtime)
     kind, body, logs = env.invoke({})
     assert (kind, body) == ("response", "done")
     assert logs.startswith("INIT_START")
+
+
+def test_an_init_that_never_finishes_times_the_invocation_out(sandboxes: SandboxLauncher, tmp_path: Path) -> None:
+    hang = tmp_path / "hang-at-init"
+    env = sandboxes.start(
+        "app.handler",
+        f"""
+        import os, time
+        while os.path.exists({str(hang)!r}):
+            time.sleep(0.05)
+        def handler(event, context):
+            return "done"
+        """,
+        timeout=1,
+        env={"_LOCALBUS_INIT_TIMEOUT_S": "1"},
+    )
+    assert env.endpoint.next().path == "status/env1/ready"
+    hang.touch()
+    (runtime,) = [
+        pid for pid in children_of(env.process.pid) if b"awslambdaric" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    kill_and_wait(runtime)  # the next init hangs in the function's own import
+
+    started = time.monotonic()
+    kind, body, _ = env.invoke({})
+    assert (kind, body["errorType"]) == ("error", "Sandbox.Timedout"), (body, env.log.read_text()[-3000:])
+    assert "did not finish its init" in body["errorMessage"]
+    assert time.monotonic() - started < 10
+
+    hang.unlink()
+    assert env.invoke({})[:2] == ("response", "done")
 
 
 def test_an_import_error_fails_the_environments_start(sandboxes: SandboxLauncher) -> None:

@@ -80,6 +80,7 @@ class Settings:
     runtime_python: str
     runtime_name: str
     timeout_s: float
+    init_timeout_s: float
     memory_mb: int
     function_name: str
     function_version: str
@@ -101,6 +102,7 @@ class Settings:
             runtime_python=environ["_LOCALBUS_RUNTIME_PYTHON"],
             runtime_name=environ.get("_LOCALBUS_RUNTIME", "python3.13"),
             timeout_s=float(environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT", "3")),
+            init_timeout_s=float(environ.get("_LOCALBUS_INIT_TIMEOUT_S", str(INIT_TIMEOUT_S))),
             memory_mb=int(environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")),
             function_name=environ.get("AWS_LAMBDA_FUNCTION_NAME", "function"),
             function_version=environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
@@ -329,14 +331,14 @@ class Sandbox:
 
     def _await_external_registrations(self) -> None:
         """Lambda's init runs extensions first: the runtime starts once each external extension has registered."""
-        deadline = time.monotonic() + INIT_TIMEOUT_S
+        deadline = time.monotonic() + self.settings.init_timeout_s
         with self._state:
             while time.monotonic() < deadline:
                 running = sum(1 for p in self._external if p.poll() is None)
                 if sum(1 for e in self._extensions.values() if e.external) >= running:
                     return
                 self._state.wait(timeout=0.05)
-        log("external extensions did not all register within %s s", INIT_TIMEOUT_S)
+        log("external extensions did not all register within %s s", self.settings.init_timeout_s)
 
     def _external_extensions(self) -> list[Path]:
         found: list[Path] = []
@@ -472,12 +474,33 @@ class Sandbox:
             payload=str(body.get("payload") or "").encode(),
             trace_id=body.get("trace-id") or "",
         )
+        invocation.started = time.perf_counter()
         with self._state:
             self._pending.append(invocation)
             self._state.notify_all()
             needs_init, self._needs_init = self._needs_init, False
+        # an init that never finishes must not hold the caller for LocalStack's 15 minutes: the invocation's own
+        # timeout counts from its arrival (as a suppressed init's does in Lambda), plus Lambda's init limit
+        expiry = threading.Timer(
+            self.settings.timeout_s + self.settings.init_timeout_s, self._expire, args=(invocation,)
+        )
+        expiry.daemon = True
+        expiry.start()
         if needs_init:  # off the request's thread: LocalStack expects /invoke to answer at once
             threading.Thread(target=self._init, daemon=True, name="init").start()
+
+    def _expire(self, invocation: Invocation) -> None:
+        """The invocation is still waiting (its environment never became ready): time it out, start afresh."""
+        with self._state:
+            if invocation not in self._pending:
+                return
+            self._pending.remove(invocation)
+            self._runtime_generation += 1
+            self._initialising = True
+        seconds = self.settings.timeout_s + self.settings.init_timeout_s
+        message = f"Task timed out after {seconds:.2f} seconds (the environment did not finish its init)"
+        self._report(invocation, error_body(invocation.request_id, "Sandbox.Timedout", message), error=True)
+        self._reset()
 
     # --- the Runtime API -------------------------------------------------------------------------------------------
 
@@ -492,11 +515,12 @@ class Sandbox:
         self._maybe_ready()
         with self._state:
             while not self._shutting_down and not (
-                self._pending and not self._initialising and self._all_extensions_waiting()
+                self._pending and not self._initialising and self._all_extensions_waiting() and self._runtime_alive()
             ):
                 if self._runtime_generation != generation:
                     return None  # the runtime that asked was replaced (timeout, crash): never hand it work
-                self._state.wait()
+                # a runtime that died while waiting is noticed by its watcher: look again shortly
+                self._state.wait(timeout=0.05 if self._pending else None)
             invocation = None if self._shutting_down else self._dispatch()
         if invocation is None:
             self._stopped.wait()
@@ -507,7 +531,7 @@ class Sandbox:
     def _dispatch(self) -> Invocation:
         """Unfreeze: the next invocation to the runtime, its INVOKE event to the extensions. Holds the lock."""
         invocation = self._pending.popleft()
-        invocation.started = time.perf_counter()
+        invocation.started = time.perf_counter()  # the duration Lambda reports starts here, not at arrival
         invocation.deadline_ms = int((time.time() + self.settings.timeout_s) * 1000)
         self._current = invocation
         self._runtime_waiting = False
@@ -528,6 +552,16 @@ class Sandbox:
         self._timer.daemon = True
         self._timer.start()
         return invocation
+
+    def _runtime_alive(self) -> bool:
+        """Whether the runtime process still runs (a dead one may not be reaped yet). Holds the lock."""
+        if self._runtime is None:
+            return False
+        try:
+            stat = Path(f"/proc/{self._runtime.pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat[stat.rindex(")") + 2 :].split(" ", 1)[0] not in {"Z", "X"}
 
     def _all_extensions_waiting(self) -> bool:
         return all(e.waiting for e in self._extensions.values())

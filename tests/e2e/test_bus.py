@@ -161,3 +161,13 @@ def test_an_unhandled_error_is_captured_with_an_event_id_in_cloudwatch_logs(bus:
     assert record["event_id"] == event_id
     assert record["trace_id"]
     assert record["error_type"] == "ValueError"
+
+
+def test_the_functions_flush_after_the_response_through_the_layers_extension(bus: LocalBus) -> None:
+    assert bus.http("GET", "/health").status == 200
+    ready = "EXTENSION\tName: eventbus-telemetry\tState: Ready\tEvents: [INVOKE]"
+    lines = wait_until(
+        lambda: [line for line in bus.function_log_lines("IngestFunction") if line == ready],
+        "the layer's extension in IngestFunction's CloudWatch logs",
+    )
+    assert lines

@@ -15,9 +15,11 @@ What it keeps from Lambda:
 - an invocation is handed to the runtime only when the runtime and every extension wait (the "freeze" point),
   with the request id, deadline, function ARN and trace id headers; INVOKE events go to extensions first;
 - logs are the runtime's stdout and stderr between START and END, then a REPORT line (duration, billed duration,
-  memory size, max memory used, init duration on the first one);
+  memory size, max memory used, init duration on the first one); an `EXTENSION` line per registered extension at
+  the end of init;
 - the timeout: `Task timed out after N.NN seconds` (`Sandbox.Timedout`), then the environment is re-initialised;
-  a runtime that dies answers `Runtime.ExitError` and is re-initialised the same way;
+  a runtime that dies answers `Runtime.ExitError` and is re-initialised the same way; an invocation waiting on an
+  init that never finishes times out after its timeout plus the 10 s init limit;
 - shutdown (SIGTERM to this process): SHUTDOWN to the extensions that registered for it and SIGTERM to the runtime
   when any extension registered (500 ms with internal extensions only, 2,000 ms with external ones), then SIGKILL.
 

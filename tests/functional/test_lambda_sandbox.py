@@ -125,10 +125,12 @@ def test_a_runtime_that_dies_or_times_out_is_never_handed_the_next_invocation(sa
         timeout=1,
     )
     assert env.endpoint.next().path == "status/env1/ready"
-    # finishes just as the timeout fires: the timed-out runtime must not take the next invocation
-    kind, body, _ = env.invoke({"sleep": 1.0})
-    assert (kind, body["errorType"]) == ("error", "Sandbox.Timedout")
-    assert env.invoke({})[:2] == ("response", "done")
+    # finishes just as the timeout fires (either may win, as in Lambda): a timed-out runtime must not take the
+    # next invocation
+    for _ in range(3):
+        kind, body, _ = env.invoke({"sleep": 1.0})
+        assert (kind, body) == ("response", "done") or (kind, body["errorType"]) == ("error", "Sandbox.Timedout")
+        assert env.invoke({})[:2] == ("response", "done")
 
     # the runtime dies while it waits for work: the next invocation goes to a fresh one
     (runtime,) = [

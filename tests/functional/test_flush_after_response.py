@@ -4,9 +4,11 @@ tells whether metrics went out before or after the invocation's answer."""
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,9 @@ def handler(event, context):
 """
 
 
-def start(sandboxes: SandboxLauncher, pushgateway: str, mode: str) -> tuple[Environment, str]:
+def start(
+    sandboxes: SandboxLauncher, pushgateway: str, mode: str, telemetry: dict[str, str] | None = None
+) -> tuple[Environment, str]:
     name = f"probe-{uuid.uuid4().hex[:8]}"
     environment = sandboxes.start(
         "app.handler",
@@ -42,6 +46,7 @@ def start(sandboxes: SandboxLauncher, pushgateway: str, mode: str) -> tuple[Envi
             "PUSHGATEWAY_URL": pushgateway,
             "OTEL_TRACES_EXPORTER": "none",
             "TELEMETRY_FLUSH": mode,
+            **(telemetry or {}),
         },
     )
     assert environment.endpoint.next().path == "status/env1/ready"
@@ -62,16 +67,34 @@ def wait_for_push(pushgateway: str, job: str, after: float = 0.0, timeout: float
     raise AssertionError(f"no push of {job} after {after}")
 
 
+@pytest.fixture
+def hung_collector() -> Iterator[str]:
+    """An OTLP endpoint that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
 def test_the_extension_flushes_after_the_answer_and_deletes_the_group_at_shutdown(
-    sandboxes: SandboxLauncher, pushgateway: str
+    sandboxes: SandboxLauncher, pushgateway: str, hung_collector: str
 ) -> None:
-    environment, job = start(sandboxes, pushgateway, "auto")
+    # spans go first and wait out their share (1 s) of a 2 s budget: an inline flush would hold the answer as long
+    slow_spans = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": hung_collector,
+        "TELEMETRY_FLUSH_TIMEOUT_MS": "2000",
+        "TELEMETRY_BACKOFF_SECONDS": "0",
+    }
+    environment, job = start(sandboxes, pushgateway, "auto", slow_spans)
+    sent = time.time()
     kind, body, logs = environment.invoke({})
     assert (kind, body) == ("response", {"after_response": True})
     assert EXTENSION_READY in logs.splitlines()
     answered = environment.last_answer_at
+    assert answered - sent < 0.8, "the answer did not wait for the flush"
     first_push = wait_for_push(pushgateway, job)
-    assert first_push >= answered, "the metrics went out after the answer"
+    assert first_push > answered, "the metrics went out after the answer"
 
     # the extension asked for the next event after its flush: the environment takes the next invocation
     kind, body, _ = environment.invoke({})

@@ -174,6 +174,12 @@ class LocalBus:
         with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - the local stack's Prometheus
             return list(json.loads(answer.read())["data"]["result"])
 
+    def pushgateway_groups(self) -> list[dict[str, str]]:
+        """The Pushgateway's groups now (their grouping labels), straight from its API."""
+        url = f"{self.state.address('pushgateway')}/api/v1/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - the local stack's Pushgateway
+            return [dict(group["labels"]) for group in json.loads(answer.read())["data"]]
+
     @property
     def traces(self) -> TraceStore:
         if self._traces is None:

@@ -171,3 +171,19 @@ def test_the_functions_flush_after_the_response_through_the_layers_extension(bus
         "the layer's extension in IngestFunction's CloudWatch logs",
     )
     assert lines
+
+
+def test_a_reaped_environment_deletes_its_pushgateway_group(bus: LocalBus) -> None:
+    """LocalStack stops a function's environments when its configuration changes: the executor stops the sandbox,
+    the runtime gets SIGTERM (the layer's extension is registered) and the layer deletes its own group."""
+    function = bus.resource("MaintenanceFunction")
+    functions = bus.client("lambda")
+    assert functions.invoke(FunctionName=function, Payload=b'{"source": "aws.events"}')["StatusCode"] == 200
+
+    def groups() -> set[str]:
+        return {labels.get("job", "") for labels in bus.pushgateway_groups()}
+
+    wait_until(lambda: function in groups(), "the function's Pushgateway group")
+    variables = functions.get_function_configuration(FunctionName=function)["Environment"]["Variables"]
+    functions.update_function_configuration(FunctionName=function, Environment={"Variables": {**variables, "E2E": "1"}})
+    wait_until(lambda: function not in groups(), "the group's delete at shutdown", timeout=20)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from localbus import servers
+from localbus import deploy, servers
 from localbus.context import LambdaContext
 from observability import Telemetry
 from support.sentry_stub import SentryIngest
@@ -51,6 +51,14 @@ def prometheus(
     server.wait_for_pushgateway()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def sam_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `sam build` (no container) of template.yaml per session: the SAM checks and the local deploy share it."""
+    build_dir = tmp_path_factory.mktemp("sam-build")
+    deploy.build(build_dir)
+    return build_dir
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from localbus.deploy import aws_client
+from localbus.invoke import log_events
 from localbus.stack import StackState
 from localbus.traces import TraceStore
 
@@ -156,17 +157,8 @@ class LocalBus:
 
     def function_log_lines(self, logical_id: str) -> list[str]:
         """Every line of the function's CloudWatch log group on LocalStack."""
-        logs = self.client("logs")
-        group = f"/aws/lambda/{self.resource(logical_id)}"
-        lines: list[str] = []
-        try:
-            streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
-        except logs.exceptions.ResourceNotFoundException:
-            return []
-        for stream in streams:
-            events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"], startFromHead=True)
-            lines += [event["message"].rstrip("\n") for event in events["events"]]
-        return lines
+        events = log_events(self.client("logs"), f"/aws/lambda/{self.resource(logical_id)}", since_ms=0)
+        return [event.message.rstrip("\n") for event in events]
 
     def prometheus(self, expression: str) -> list[dict[str, Any]]:
         query = urllib.parse.urlencode({"query": expression})

@@ -291,13 +291,19 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> StackState:
     raise StackError(f"the local stack did not start (logs in {state_dir / 'logs'}):\n{tail}")
 
 
-def deploy_stack(state_dir: Path = DEFAULT_STATE_DIR, extra_parameters: dict[str, str] | None = None) -> Deployment:
-    """sam build, then deploy to the running stack; records the deployment so the supervisor starts the trigger."""
+def deploy_stack(
+    state_dir: Path = DEFAULT_STATE_DIR,
+    extra_parameters: dict[str, str] | None = None,
+    *,
+    built_template: Path | None = None,
+) -> Deployment:
+    """sam build (unless `built_template` is given), then deploy to the running stack; records the deployment so
+    the supervisor starts the trigger."""
     state = current(state_dir)
     if state is None:
         raise StackError("the local stack is not running: start it with `make up` (or `make demo`)")
     digest = source_digest()
-    built = build(state_dir / "sam-build")
+    built = built_template or build(state_dir / "sam-build")
     targets = prepare_targets(state.localstack_url, state.address("webhook"), state.webhook_secret)
     parameters = {**local_parameters(state, targets), **(extra_parameters or {})}
     create_topics(state.address("kafka"), {**samconfig_parameters(), **parameters})

@@ -19,11 +19,11 @@ def bus_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bus(bus_state_dir: Path) -> Iterator[LocalBus]:
+def bus(bus_state_dir: Path, sam_build_dir: Path) -> Iterator[LocalBus]:
     state = stack.up(bus_state_dir)
     seen: dict[int, int] = {}
     try:
-        stack.deploy_stack(bus_state_dir)
+        stack.deploy_stack(bus_state_dir, built_template=sam_build_dir / "template.yaml")
         client = LocalBus.of(bus_state_dir)
         yield client
         client.close()

@@ -21,6 +21,7 @@ from moto import mock_aws
 from support import pushgateway as gateway
 from support.functions import load_function
 from support.kafka import header, read_topic
+from support.moto import use_moto_credentials
 
 pytestmark = pytest.mark.servers
 
@@ -30,15 +31,8 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        # botocore 1.44 routes DynamoDB Streams through account endpoints moto does not serve (LOCAL_STACK.md)
-        "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # botocore 1.44 routes DynamoDB Streams through account endpoints moto does not serve (LOCAL_STACK.md)
+    use_moto_credentials(monkeypatch, REGION, AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled")
     with mock_aws():
         sqs = boto3.client("sqs", region_name=REGION)
         yield {"sqs": sqs, "dlq": sqs.create_queue(QueueName="cdc-dlq")["QueueUrl"]}

@@ -23,6 +23,7 @@ from localbus.webhook import WebhookReceiver
 from moto import mock_aws
 from support.functions import load_function
 from support.kafka import header, read_topic
+from support.moto import use_moto_credentials
 
 pytestmark = pytest.mark.servers
 
@@ -52,10 +53,7 @@ class Aws:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    use_moto_credentials(monkeypatch, REGION)
     with mock_aws():
         sqs, sns = boto3.client("sqs", region_name=REGION), boto3.client("sns", region_name=REGION)
         target_queue = sqs.create_queue(QueueName="fulfilment")["QueueUrl"]

@@ -18,6 +18,7 @@ from localbus.context import LambdaContext
 from localbus.kafka_events import lambda_event
 from moto import mock_aws
 from support.functions import load_function
+from support.moto import use_moto_credentials
 
 pytestmark = pytest.mark.servers
 
@@ -65,13 +66,7 @@ RECORDS = st.lists(
 @pytest.fixture(scope="module")
 def aws_and_consumer(kafka_bootstrap: str) -> Iterator[tuple[object, str, str, ModuleType]]:
     with pytest.MonkeyPatch.context() as monkeypatch, mock_aws():
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "t",
-            "AWS_SECRET_ACCESS_KEY": "t",
-            "AWS_DEFAULT_REGION": REGION,
-        }.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        use_moto_credentials(monkeypatch, REGION)
         sqs = boto3.client("sqs", region_name=REGION)
         target, dlq = sqs.create_queue(QueueName="all")["QueueUrl"], sqs.create_queue(QueueName="dlq")["QueueUrl"]
         subscriptions = [{"name": "everything", "match": {"type": "*"}, "target": {"type": "sqs", "url": target}}]

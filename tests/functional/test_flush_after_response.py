@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from localbus.client import wait_until
 from support.pushgateway import samples
 from support.sandbox import Environment, SandboxLauncher
 
@@ -58,13 +59,12 @@ def push_times(pushgateway: str, job: str) -> list[float]:
 
 
 def wait_for_push(pushgateway: str, job: str, after: float = 0.0, timeout: float = 10.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pushed = [stamp for stamp in push_times(pushgateway, job) if stamp > after]
-        if pushed:
-            return max(pushed)
-        time.sleep(0.05)
-    raise AssertionError(f"no push of {job} after {after}")
+    return wait_until(
+        lambda: max((stamp for stamp in push_times(pushgateway, job) if stamp > after), default=None),
+        f"a push of {job} after {after}",
+        timeout,
+        every=0.05,
+    )
 
 
 @pytest.fixture

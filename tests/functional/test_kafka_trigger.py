@@ -6,6 +6,7 @@ restart, and its command line stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from localbus.client import wait_until as localbus_wait_until
 from localbus.context import LambdaContext
 from localbus.kafka_trigger import (
     DeadLetter,
@@ -39,6 +41,7 @@ from localbus.kafka_trigger import (
 )
 from moto import mock_aws
 from support.functions import load_function
+from support.moto import use_moto_credentials
 
 pytestmark = pytest.mark.servers
 
@@ -76,14 +79,7 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
         consumer.close()
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or condition}")
+wait_until = functools.partial(localbus_wait_until, timeout=15.0, every=0.05)
 
 
 @contextmanager
@@ -103,10 +99,7 @@ def running(poller: MappingPoller) -> Iterator[MappingPoller]:
 
 @pytest.fixture
 def sqs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    use_moto_credentials(monkeypatch, REGION)
     with mock_aws():
         yield boto3.client("sqs", region_name=REGION)
 

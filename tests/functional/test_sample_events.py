@@ -18,6 +18,7 @@ from moto import mock_aws
 from support.events import EVENTS_DIR, load_event
 from support.functions import load_function
 from support.kafka import header, read_topic
+from support.moto import use_moto_credentials
 
 pytestmark = pytest.mark.servers
 
@@ -66,13 +67,7 @@ class Aws:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    use_moto_credentials(monkeypatch, REGION)
     with mock_aws():
         sqs = boto3.client("sqs", region_name=REGION)
         yield Aws(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from localbus import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -37,17 +38,16 @@ def load_template() -> dict[str, Any]:
     return dict(yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader))  # noqa: S506 - a SafeLoader subclass
 
 
-def sam_environment() -> dict[str, str]:
-    # `sam build` without a container needs the runtime's interpreter first on PATH (pyenv's shim fails its
-    # check); this interpreter is 3.13 and its folder holds `python3.13`
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "PATH": path, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "eu-west-1"}
-
-
 def sam(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    binary = os.environ.get("SAM_CLI") or str(ROOT / ".venv-sam" / "bin" / "sam")
+    """The SAM CLI as `make` installs it, with the runtime's interpreter first on PATH (localbus.deploy)."""
     return subprocess.run(
-        [binary, *args], cwd=cwd, env=sam_environment(), capture_output=True, text=True, timeout=540, check=False
+        [deploy.sam_binary(), *args],
+        cwd=cwd,
+        env={**deploy.sam_environment(), "AWS_DEFAULT_REGION": "eu-west-1"},
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
     )
 
 
@@ -72,11 +72,8 @@ def test_sam_validate_lint():
 
 
 @pytest.fixture(scope="module")
-def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    build_dir = tmp_path_factory.mktemp("sam-build")
-    result = sam("build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir), "--base-dir", str(ROOT))
-    assert result.returncode == 0, result.stdout + result.stderr
-    return build_dir
+def build_dir(sam_build_dir: Path) -> Path:
+    return sam_build_dir
 
 
 @pytest.fixture(scope="module")

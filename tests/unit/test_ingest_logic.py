@@ -13,6 +13,7 @@ from ingest.routing import TopicRouter, partition_key
 from ingest.settings import IngestSettings, load_shipped_routes
 from moto import mock_aws
 from observability import ConfigError
+from support.moto import use_moto_credentials
 
 
 def event(**attributes: str) -> CloudEvent:
@@ -83,10 +84,7 @@ class TestKafkaSettings:
         )
 
     def test_scram_from_a_secrets_manager_secret(self, monkeypatch):
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        use_moto_credentials(monkeypatch, "eu-west-1")
         with mock_aws():
             arn = boto3.client("secretsmanager").create_secret(
                 Name="AmazonMSK_bus", SecretString=json.dumps({"username": "bus", "password": "from-secret"})

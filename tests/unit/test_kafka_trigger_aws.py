@@ -12,16 +12,14 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from localbus.cfn import MissingPhysicalIdError
 from localbus.kafka_trigger import DeadLetter, Record, ResponseContext, SqsDestination, StackResources, destination_for
 from moto import mock_aws
+from support.moto import use_moto_credentials
 
 REGION = "us-east-1"
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    use_moto_credentials(monkeypatch, REGION)
     with mock_aws():
         yield
 

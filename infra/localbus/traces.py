@@ -40,6 +40,8 @@ class ReceivedSpan:
     links: tuple[tuple[str, str], ...]
     events: tuple[str, ...]
     status_code: int
+    status_message: str = ""
+    event_attributes: tuple[dict[str, Any], ...] = ()  # of each event in `events`, in order
 
 
 @dataclass
@@ -83,6 +85,8 @@ class TraceStore:
                                 links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
                                 events=tuple(event.name for event in span.events),
                                 status_code=span.status.code,
+                                status_message=span.status.message,
+                                event_attributes=tuple(_attributes(event.attributes) for event in span.events),
                             )
                         )
 

@@ -111,3 +111,54 @@ def test_an_event_sentry_samples_out_still_gets_an_id_and_its_log_line(sentry_in
     assert line["event_id"] == event_id
     assert len(event_id) == 32
     assert not [e for e in sentry_ingest.envelopes if e.event() is not None]
+
+
+def test_secrets_inside_messages_and_values_never_reach_logs_spans_or_sentry(
+    otlp_receiver, sentry_ingest, make_telemetry, service_name, capsys
+):
+    telemetry = make_telemetry(
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.http_endpoint,
+        SENTRY_DSN=sentry_ingest.start(),
+        TELEMETRY_FLUSH_TIMEOUT_MS="3000",
+    )
+    secrets = ("s3cr3t-pw", "hunter2", "t0k3n-abc", "sig-9f8e")
+    context = {"target": "https://ops:s3cr3t-pw@hooks.example/in", "query": "page=2&token=t0k3n-abc"}
+
+    def connect() -> None:
+        raise ConnectionError("could not reach postgres://admin:hunter2@db:5432/orders (sig=sig-9f8e)")
+
+    @telemetry.lambda_handler
+    def handler(event, context_):
+        with telemetry.span("connect"):
+            try:
+                connect()
+            except ConnectionError as error:
+                telemetry.capture_error(error, "cdc", "connect", context)
+        return "done"
+
+    assert handler({}, LambdaContext()) == "done"
+
+    (line,) = error_lines(capsys.readouterr().out)
+    assert line["error_message"] == "could not reach postgres://admin:[Filtered]@db:5432/orders (sig=[Filtered])"
+    assert line["context"] == {
+        "target": "https://ops:[Filtered]@hooks.example/in",
+        "query": "page=2&token=[Filtered]",
+    }
+    assert not [secret for secret in secrets if secret in json.dumps(line)]
+
+    spans = otlp_receiver.store.wait_for(lambda found: any(s.name == "connect" for s in found), service_name)
+    exported = json.dumps([[span.status_message, span.event_attributes] for span in spans], default=str)
+    assert "[Filtered]" in exported
+    assert not [secret for secret in secrets if secret in exported]
+
+    wait_for_envelopes(sentry_ingest, 1)
+    envelope = next(e for e in sentry_ingest.envelopes if e.event() is not None)
+    sentry_event = envelope.event()
+    for exception in sentry_event["exception"]["values"]:
+        for frame in exception.get("stacktrace", {}).get("frames", []):  # this file's source lines spell them out
+            for source in ("pre_context", "context_line", "post_context"):
+                frame.pop(source, None)
+    body = json.dumps(sentry_event)
+    assert "postgres://admin:[Filtered]@db" in body
+    assert not [secret for secret in secrets if secret in body], body

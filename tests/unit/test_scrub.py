@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from observability.errors import FILTERED, scrub
+import pytest
+from observability.errors import FILTERED, scrub, scrub_text
 
 
 def test_secret_keys_are_filtered_at_any_depth():
@@ -57,3 +58,34 @@ def test_names_in_header_lists_and_key_value_items_are_honoured():
 def test_secret_words_inside_other_words_are_not_secrets():
     harmless = {"passenger_count": 3, "bypass_cache": True, "tokens_used": 120, "compass": "N", "key": "o-1"}
     assert scrub(harmless) == harmless
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET https://user:pw@host/path failed", f"GET https://user:{FILTERED}@host/path failed"),
+        ("connect postgres://admin:s3cr3t@db:5432/x refused", f"connect postgres://admin:{FILTERED}@db:5432/x refused"),
+        ("dsn https://abc123@o1.ingest.sentry.io/1", f"dsn https://{FILTERED}@o1.ingest.sentry.io/1"),
+        ("login with password=hunter2 user=ada", f"login with password={FILTERED} user=ada"),
+        ("GET /cb?token=t0k3n&page=2", f"GET /cb?token={FILTERED}&page=2"),
+        ("pw=abc, hmac=def; sig=ghi dsn=jkl", f"pw={FILTERED}, hmac={FILTERED}; sig={FILTERED} dsn={FILTERED}"),
+        ('{"api_key": "k-123", "id": "o-1"}', f'{{"api_key": "{FILTERED}", "id": "o-1"}}'),
+        ("Authorization: Bearer eyJhbGciOi.x.y", f"Authorization: {FILTERED}"),
+        ("sent Basic dXNlcjpwYXNz upstream", f"sent Basic {FILTERED} upstream"),
+        ("order o-1 at 12:30, key=o-1 passenger_count=3", "order o-1 at 12:30, key=o-1 passenger_count=3"),
+        ("mailto:ops@example.com", "mailto:ops@example.com"),
+    ],
+)
+def test_secrets_inside_values_are_filtered(text, expected):
+    assert scrub_text(text) == expected
+    assert scrub({"message": text}) == {"message": expected}, "scrub applies it to every string it walks"
+
+
+def test_pw_hmac_sig_and_dsn_are_secret_names():
+    assert scrub({"pw": "a", "hmac": "b", "sig": "c", "sentry_dsn": "d", "signal": "e"}) == {
+        "pw": FILTERED,
+        "hmac": FILTERED,
+        "sig": FILTERED,
+        "sentry_dsn": FILTERED,
+        "signal": "e",
+    }

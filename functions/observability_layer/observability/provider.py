@@ -21,7 +21,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from observability.config import TelemetrySettings
-from observability.errors import ErrorRecord, new_event_id, scrub
+from observability.errors import ErrorRecord, new_event_id, scrub, scrub_text
 from observability.flush import FAILURES, Flusher, FlushReport
 from observability.invocation import current_invocation
 from observability.logs import get_logger
@@ -215,6 +215,7 @@ class Telemetry:
         scrubbed = scrub(context)
         trace_id, span_id = current_ids()
         error_type, message, stack = ErrorRecord.describe(error)
+        message, stack = scrub_text(message), scrub_text(stack)  # a URL's password, a `token=...` in the text
         event_id = None
         if self.sentry is not None:
             event_id = self.sentry.capture(
@@ -226,7 +227,15 @@ class Telemetry:
                 handled=handled,
             )
         event_id = event_id or new_event_id()
-        trace.get_current_span().record_exception(error, attributes={"event_id": event_id, "component": component})
+        trace.get_current_span().record_exception(
+            error,
+            attributes={
+                "event_id": event_id,
+                "component": component,
+                "exception.message": message,
+                "exception.stacktrace": stack,
+            },
+        )
         invocation = current_invocation()
         record = ErrorRecord(
             event_id=event_id,
@@ -253,7 +262,7 @@ class Telemetry:
         """What every scope an error crosses records: its span fails, and its own error counter counts."""
         error_type = type(error).__qualname__
         span = trace.get_current_span()
-        span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"[:256]))
+        span.set_status(Status(StatusCode.ERROR, scrub_text(f"{error_type}: {error}")[:256]))
         span.set_attribute("error.type", error_type)
         span.set_attribute("eventbus.error.event_id", event_id)
         if component == "event_processing" or "event_type" in context:

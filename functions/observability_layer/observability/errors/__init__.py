@@ -4,6 +4,6 @@
 """
 
 from observability.errors.record import ErrorRecord, new_event_id
-from observability.errors.scrub import FILTERED, is_secret_key, scrub
+from observability.errors.scrub import FILTERED, is_secret_key, scrub, scrub_text
 
-__all__ = ["FILTERED", "ErrorRecord", "is_secret_key", "new_event_id", "scrub"]
+__all__ = ["FILTERED", "ErrorRecord", "is_secret_key", "new_event_id", "scrub", "scrub_text"]

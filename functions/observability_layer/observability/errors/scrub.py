@@ -1,9 +1,13 @@
-"""Secret scrubbing for error context: values under secret-looking names never reach logs or Sentry.
+"""Secret scrubbing for error context and error messages: secrets never reach logs, spans or Sentry.
 
-A name is secret when one of its words is (`client_secret`, `X-Api-Key`, `accessToken`, `Set-Cookie`),
-not when a secret word merely hides inside another (`passenger_count`, `bypass_cache`). Names are found
-as mapping keys, as the first item of `(name, value)` pairs (confluent-kafka's and HTTP libraries' header
-lists) and in `{"key"|"name": ..., "value": ...}` items.
+By name: a value is secret when one of its name's words is (`client_secret`, `X-Api-Key`, `accessToken`,
+`Set-Cookie`, `pw`, `hmac`, `sig`), not when a secret word merely hides inside another (`passenger_count`,
+`bypass_cache`). Names are found as mapping keys, as the first item of `(name, value)` pairs
+(confluent-kafka's and HTTP libraries' header lists) and in `{"key"|"name": ..., "value": ...}` items.
+
+By value (`scrub_text`, applied to every string): the credentials of a URL (`postgres://admin:[Filtered]@db`,
+`https://[Filtered]@o1.ingest.sentry.io/1`), `name=value` and `name: value` pairs whose name is secret
+(`password=...`, `?token=...`, `"api_key": "..."`), and `Bearer`/`Basic` credentials.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ _SECRET_WORDS = frozenset(
         "session",
         "signature",
         "dsn",
+        "pw",
+        "hmac",
+        "sig",
     }
 )
 _SECRET_PAIRS = frozenset({("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key")})
@@ -43,6 +50,15 @@ _SECRET_COMPOUNDS = frozenset(
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[^a-zA-Z0-9]+")
+# scheme://userinfo@ : the userinfo is a user and a password, or a token on its own (a Sentry DSN's key)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s/?#@]+)@")
+# name=value, name: value, "name": "value"; a value may be an auth scheme and its credentials
+_PAIR = re.compile(
+    r"""(?P<name>[A-Za-z_][\w.-]*)(?P<sep>["']?\s*[=:]\s*["']?)"""
+    r"""(?P<value>(?:(?:Bearer|Basic|Digest|Token)\s+)?[^\s&;,"'<>()\[\]{}]+)"""
+)
+_AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Digest)\s+(?P<credentials>[A-Za-z0-9._~+/=-]{6,})")
+_HINTS = ("@", "=", ":", "earer", "asic", "igest")
 
 
 def _words(name: str) -> list[str]:
@@ -56,6 +72,27 @@ def is_secret_key(key: object) -> bool:
     if any(word in _SECRET_WORDS or word in _SECRET_COMPOUNDS for word in words):
         return True
     return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words)) or "".join(words) in _SECRET_COMPOUNDS
+
+
+def scrub_text(text: str) -> str:
+    """`text` with the secrets it spells out replaced (URL credentials, secret `name=value` pairs, auth
+    schemes' credentials); text without any of their marks is returned as is, at the cost of a scan."""
+    if not any(hint in text for hint in _HINTS):
+        return text
+    text = _URL_CREDENTIALS.sub(_filter_userinfo, text)
+    text = _PAIR.sub(_filter_pair, text)
+    return _AUTH_SCHEME.sub(lambda found: f"{found['scheme']} {FILTERED}", text)
+
+
+def _filter_userinfo(found: re.Match[str]) -> str:
+    user, has_password, _ = found["userinfo"].partition(":")
+    return f"{found['scheme']}{user}:{FILTERED}@" if has_password else f"{found['scheme']}{FILTERED}@"
+
+
+def _filter_pair(found: re.Match[str]) -> str:
+    if found["value"] == FILTERED or not is_secret_key(found["name"]):
+        return found[0]
+    return f"{found['name']}{found['sep']}{FILTERED}"
 
 
 def _scrub_mapping(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
@@ -76,7 +113,9 @@ def scrub(value: object, depth: int = 0) -> Any:  # noqa: ANN401, PLR0911 - JSON
         return [value[0], FILTERED]
     if isinstance(value, (list, tuple, set, frozenset)):
         return [scrub(item, depth + 1) for item in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return scrub_text(value)
+    if value is None or isinstance(value, (int, float, bool)):
         return value
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"

@@ -18,6 +18,7 @@ from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import event_from_exception
 
 from observability.config import SentrySettings
+from observability.errors.scrub import scrub_text
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class SentryReporter:
                 client_options=self._client.options,
                 mechanism={"type": "eventbus", "handled": handled},
             )
+            for exception in event.get("exception", {}).get("values", []):
+                if isinstance(exception.get("value"), str):
+                    exception["value"] = scrub_text(exception["value"])
             contexts = event.setdefault("contexts", {})
             contexts["eventbus"] = dict(context)
             if trace_id and span_id:

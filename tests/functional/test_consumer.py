@@ -428,6 +428,32 @@ class TestIdempotency:
         assert len(aws.messages(aws.dlq)) == 1
         assert len(webhook.received) == 1
 
+    def test_a_store_that_does_not_answer_defers_with_a_log_line_then_dead_letters_with_the_reason(
+        self, kafka_bootstrap, aws, monkeypatch, caplog
+    ):
+        subs = json.dumps(
+            [{"name": "queue", "match": {"type": "*"}, "target": {"type": "sqs", "url": aws.target_queue}}]
+        )
+        env = consumer_env(kafka_bootstrap, aws, subs, IDEMPOTENCY_TABLE="no-such-table", MAX_DELIVERY_ATTEMPTS="2")
+        consumer = load_consumer(monkeypatch, env)
+        event = {"specversion": "1.0", "id": "e-store", "type": "x", "source": "/s"}
+        batch = lambda_event([raw_record("orders", 1, json.dumps(event).encode())])
+
+        first = consumer.handler(batch, LambdaContext(function_name="consumer"))
+        assert len(first["batchItemFailures"]) == 1, "kept for a retry while the store may come back"
+        deferred = [r for r in caplog.records if "deferred" in r.getMessage()]
+        assert deferred, "a deferred delivery is never silent"
+        assert "e-store" in deferred[0].getMessage()
+        assert "idempotency store did not answer" in deferred[0].getMessage()
+
+        assert consumer.handler(batch, LambdaContext(function_name="consumer")) == {"batchItemFailures": []}
+        (letter,) = [json.loads(m["Body"]) for m in aws.messages(aws.dlq)]
+        assert letter["subscription"] == "queue"
+        assert letter["reason"] == (
+            "delivery to queue deferred 2 times: the idempotency store did not answer; nothing was done"
+        )
+        assert aws.messages(aws.target_queue) == []
+
     def test_a_redelivered_batch_delivers_nothing_twice(self, kafka_bootstrap, aws, webhook, monkeypatch):
         events = [order(), payment()]
         produce_through_ingest(kafka_bootstrap, monkeypatch, events, uuid.uuid4().hex)

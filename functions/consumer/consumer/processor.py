@@ -8,6 +8,9 @@ dead-lettered, never dropped silently.
   mapping redelivers them, and subscriptions that already got them are skipped. After MAX_DELIVERY_ATTEMPTS
   the record goes to the DLQ for that subscription, so one bad target never blocks a partition for good.
 - A permanent failure (the target refused the event) goes to the DLQ at once.
+- A delivery whose idempotency claim is not granted (another delivery holds it, or the store does not answer)
+  is deferred with a log line and retried; a store that still fails after MAX_DELIVERY_ATTEMPTS sends the
+  record to the DLQ for that subscription with the reason.
 - When the DLQ itself cannot be written, the record is reported for retry: it is never lost.
 
 Powertools' BatchProcessor (EventType.Kafka) walks the records in order and builds the partial response.
@@ -24,7 +27,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.kafka_event import KafkaEventRecord
 from cloudevents.core.base import BaseCloudEvent
-from eventbus.idempotency import ClaimState, Idempotency
+from eventbus.idempotency import Claim, ClaimState, Idempotency
 from observability import Telemetry
 from observability.types import LambdaContext
 from opentelemetry.context import Context
@@ -189,8 +192,9 @@ class Processor:
             self._count(subscription, DUPLICATE, 0.0)
             return DUPLICATE
         if claim.state is not ClaimState.NEW:  # being delivered elsewhere, or the store is down: later
-            self._count(subscription, RETRY, 0.0)
-            return RETRY
+            outcome = self._deferred(subscription, raw, event, claim)
+            self._count(subscription, outcome, 0.0)
+            return outcome
         started = time.perf_counter()
         with self.telemetry.span(
             f"deliver {subscription.name}",
@@ -212,6 +216,36 @@ class Processor:
         self._idempotency.complete(key, {"delivered_at": time.time()})
         self._count(subscription, DELIVERED, time.perf_counter() - started)
         return DELIVERED
+
+    def _deferred(self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, claim: Claim) -> str:
+        """The claim was not granted: say so, and retry. Another delivery's claim is waited out (it expires with
+        its invocation); a store that keeps failing ends, after MAX_DELIVERY_ATTEMPTS, in the DLQ with why."""
+        attempts = self._attempt(raw, subscription)
+        detail = claim.detail or claim.state.value
+        self.telemetry.logger.warning(
+            "delivery of %s to %s deferred (attempt %d of %d): %s",
+            event.get_id(),
+            subscription.name,
+            attempts,
+            self.settings.max_delivery_attempts,
+            detail,
+            extra={"fields": {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset}},
+        )
+        if claim.state is not ClaimState.UNAVAILABLE or attempts < self.settings.max_delivery_attempts:
+            return RETRY
+        reason = f"delivery to {subscription.name} deferred {attempts} times: {detail}"
+        context = {"event_type": event.get_type(), "source": event.get_source(), "event_id": event.get_id()}
+        event_id = self.telemetry.capture_error(
+            DeliveryError(reason, transient=True), "consumer", f"deliver {subscription.name}", context
+        )
+        letter = DeadLetter.of(
+            raw,
+            reason,
+            event_id,
+            subscription=subscription.name,
+            event={"id": event.get_id(), "type": event.get_type(), "source": event.get_source()},
+        )
+        return DEAD_LETTERED if self._dead_letter(letter) else RETRY
 
     def _after_failure(
         self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, failure: DeliveryError

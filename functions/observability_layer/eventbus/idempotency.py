@@ -1,23 +1,30 @@
 """Idempotency for the bus's side effects: a repeated unit of work (an event produced by ingest, an event
 delivered to one subscription by the consumer) within the window is acknowledged without being done twice.
 
-Powertools' DynamoDB persistence layer keeps the records, keyed by a hash of the key fields: claimed
-(INPROGRESS) before the work, COMPLETED with its result once done, deleted when it was not done, so that a
-retry can do it."""
+With a DynamoDB table, each unit of work has one item, keyed by a hash of its key fields: claimed (INPROGRESS,
+with a hold time) before the work, COMPLETED with its result once done, deleted when it was not done, so that
+a retry can do it. The item layout is Powertools idempotency's (`id`, `status`, `expiration`,
+`in_progress_expiration`, `data`), plus a claim token: every claim writes a token of its own and compares it
+on conflict, so a claim whose PutItem succeeded but answered late (botocore then retries it and the retry
+meets the first write) is recognised as the claimant's own instead of as another request's, and a release
+deletes only its own claim. Powertools' persistence layer cannot carry or compare such a token."""
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 logger = logging.getLogger(__name__)
 STORE_UNAVAILABLE = "the idempotency store did not answer; nothing was done"
@@ -95,56 +102,158 @@ def _frozen(key: Key) -> tuple[tuple[str, str], ...]:
 
 
 class DynamoDBIdempotency:
-    def __init__(
-        self, table: str, ttl_s: int, *, function_name: str, key_fields: Sequence[str] = ("source", "id")
-    ) -> None:
-        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
-        from botocore.config import Config
+    """Claims in a DynamoDB table (IDEMPOTENCY_TABLE): see the module's docstring for the item and the token."""
 
-        # botocore's defaults (60 s timeouts, retries) could outlast the invocation: fail fast instead
-        boto_config = Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 2, "mode": "standard"})
-        self._store: BasePersistenceLayer = DynamoDBPersistenceLayer(table_name=table, boto_config=boto_config)
-        config = IdempotencyConfig(
-            event_key_jmespath=f"[{', '.join(key_fields)}]",
-            expires_after_seconds=ttl_s,
-            raise_on_no_idempotency_key=True,
-        )
-        self._store.configure(config, function_name=function_name)
+    IN_PROGRESS, COMPLETED = "INPROGRESS", "COMPLETED"
+
+    def __init__(
+        self,
+        table: str,
+        ttl_s: int,
+        *,
+        function_name: str,
+        key_fields: Sequence[str] = ("source", "id"),
+        client: DynamoDBClient | None = None,
+    ) -> None:
+        self._table = table
+        self._ttl_s = ttl_s
+        self._prefix = function_name
+        self._key_fields = tuple(key_fields)
+        self._tokens: dict[str, str] = {}  # item id -> the token of this instance's open claim on it
+        self._lock = threading.Lock()
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            # botocore's defaults (60 s timeouts) could outlast the invocation: fail fast; a retried write is
+            # safe because the claim token recognises it
+            config = Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 2, "mode": "standard"})
+            client = boto3.client("dynamodb", config=config)
+        self._client = client
+
+    def _item_id(self, key: Key) -> str:
+        missing = [name for name in self._key_fields if not key.get(name)]
+        if missing:
+            raise ValueError(f"idempotency key without {', '.join(missing)}")
+        material = json.dumps([key[name] for name in self._key_fields], separators=(",", ":"))
+        return f"{self._prefix}#{hashlib.sha256(material.encode()).hexdigest()}"
 
     def claim(self, key: Key, hold_ms: int) -> Claim:
-        from aws_lambda_powertools.utilities.idempotency.exceptions import (
-            IdempotencyItemAlreadyExistsError,
-            IdempotencyItemNotFoundError,
-        )
-
-        data = dict(key)
+        item_id = self._item_id(key)
+        token = uuid.uuid4().hex
+        now = time.time()
         try:
-            self._store.save_inprogress(data, remaining_time_in_millis=hold_ms)
-        except IdempotencyItemAlreadyExistsError as exists:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "id": {"S": item_id},
+                    "status": {"S": self.IN_PROGRESS},
+                    "expiration": {"N": str(int(now) + self._ttl_s)},
+                    "in_progress_expiration": {"N": str(int(now * 1000) + max(1, hold_ms))},
+                    "claim": {"S": token},
+                },
+                ConditionExpression=(
+                    "attribute_not_exists(id) OR expiration < :now "
+                    "OR (#status = :in_progress AND in_progress_expiration < :now_ms)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":now": {"N": str(int(now))},
+                    ":now_ms": {"N": str(int(now * 1000))},
+                    ":in_progress": {"S": self.IN_PROGRESS},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except Exception as error:
+            if _error_code(error) != "ConditionalCheckFailedException":  # down, throttled: do not work blind
+                logger.warning("idempotency claim %s failed", dict(key), exc_info=True)
+                return Claim(ClaimState.UNAVAILABLE, detail=STORE_UNAVAILABLE)
+            return self._existing(key, item_id, token, _old_item(error))
+        self._remember(item_id, token)
+        return Claim(ClaimState.NEW)
+
+    def _existing(self, key: Key, item_id: str, token: str, item: Mapping[str, Any] | None) -> Claim:
+        """The claim met an item: our own write (a retried PutItem), a completed unit, or another owner's."""
+        if item is None:  # an API without ReturnValuesOnConditionCheckFailure: read it
             try:
-                record = exists.old_data_record or self._store.get_record(data)
-            except IdempotencyItemNotFoundError:  # expired and removed in between: claim again next time
+                item = self._client.get_item(TableName=self._table, Key={"id": {"S": item_id}}, ConsistentRead=True)[
+                    "Item"
+                ]
+            except KeyError:  # expired and removed in between: claim again next time
                 return Claim(ClaimState.IN_PROGRESS, detail="the event's idempotency record changed; retry")
             except Exception:
-                logger.warning("idempotency record %s could not be read", data, exc_info=True)
+                logger.warning("idempotency record %s could not be read", dict(key), exc_info=True)
                 return Claim(ClaimState.UNAVAILABLE, detail=STORE_UNAVAILABLE)
-            if record is not None and record.status == "COMPLETED":
-                return Claim(ClaimState.DUPLICATE, previous=record.response_json_as_dict() or {})
-            return Claim(ClaimState.IN_PROGRESS, detail="another request is producing this event; retry later")
-        except Exception:  # the store is down or throttling: do not produce blind
-            logger.warning("idempotency claim %s failed", data, exc_info=True)
-            return Claim(ClaimState.UNAVAILABLE, detail=STORE_UNAVAILABLE)
-        return Claim(ClaimState.NEW)
+        if _text(item, "claim") == token and _text(item, "status") == self.IN_PROGRESS:
+            self._remember(item_id, token)  # botocore retried a write that had succeeded: it is ours
+            return Claim(ClaimState.NEW)
+        if _text(item, "status") == self.COMPLETED:
+            try:
+                previous = json.loads(_text(item, "data") or "{}")
+            except ValueError:
+                previous = {}
+            return Claim(ClaimState.DUPLICATE, previous=previous if isinstance(previous, dict) else {})
+        return Claim(ClaimState.IN_PROGRESS, detail="another request is producing this event; retry later")
 
     def complete(self, key: Key, result: dict[str, Any]) -> None:
         # the work is done: a failure to record it only risks doing it again later, never a loss
+        item_id = self._item_id(key)
+        self._forget(item_id)
         try:
-            self._store.save_success(dict(key), result)
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "id": {"S": item_id},
+                    "status": {"S": self.COMPLETED},
+                    "expiration": {"N": str(int(time.time()) + self._ttl_s)},
+                    "data": {"S": json.dumps(result, separators=(",", ":"), default=str)},
+                },
+            )
         except Exception:
             logger.warning("idempotency record %s not completed", dict(key), exc_info=True)
 
     def release(self, key: Key, reason: str) -> None:
+        """Delete this instance's own claim on `key` (never another owner's), so that a retry can do the work."""
+        item_id = self._item_id(key)
+        token = self._forget(item_id)
+        if token is None:
+            return
         try:
-            self._store.delete_record(dict(key), RuntimeError(reason))
-        except Exception:  # the INPROGRESS record expires on its own
-            logger.warning("idempotency claim %s not released", dict(key), exc_info=True)
+            self._client.delete_item(
+                TableName=self._table,
+                Key={"id": {"S": item_id}},
+                ConditionExpression="claim = :token",
+                ExpressionAttributeValues={":token": {"S": token}},
+            )
+        except Exception as error:  # taken over after it expired, or the store is down: it expires on its own
+            if _error_code(error) != "ConditionalCheckFailedException":
+                logger.warning("idempotency claim %s not released (%s)", dict(key), reason, exc_info=True)
+
+    def _remember(self, item_id: str, token: str) -> None:
+        with self._lock:
+            self._tokens[item_id] = token
+            while len(self._tokens) > MAX_OPEN_CLAIMS:  # claims never settled (a crash mid-work) expire anyway
+                self._tokens.pop(next(iter(self._tokens)))
+
+    def _forget(self, item_id: str) -> str | None:
+        with self._lock:
+            return self._tokens.pop(item_id, None)
+
+
+MAX_OPEN_CLAIMS = 10_000
+
+
+def _error_code(error: Exception) -> str | None:
+    response = getattr(error, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
+def _old_item(error: Exception) -> Mapping[str, Any] | None:
+    response = getattr(error, "response", None)
+    item = response.get("Item") if isinstance(response, dict) else None
+    return item if isinstance(item, Mapping) else None
+
+
+def _text(item: Mapping[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return value.get("S") if isinstance(value, Mapping) else None

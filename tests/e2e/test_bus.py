@@ -40,6 +40,17 @@ def test_the_deploy_created_the_bus(bus: LocalBus) -> None:
     assert all(":kafka:" not in mapping.get("EventSourceArn", "") for mapping in mappings)
     assert bus.http("GET", "/health").body == {"status": "ok"}
     assert bus.http("POST", "/events", cloud_event("a.b", "/c", {}), headers={"x-api-key": "wrong"}).status == 403
+    # API Gateway's own answers are problem documents: SAM puts them in the API's definition; LocalStack neither
+    # imports nor renders them (it answers its default JSON body), AWS does
+    processed = cloudformation.get_template(StackName=bus.deployment["stack_name"], TemplateStage="Processed")
+    template = processed["TemplateBody"]
+    template = json.loads(template) if isinstance(template, str) else template
+    responses = template["Resources"]["EventBusApi"]["Properties"]["Body"]["x-amazon-apigateway-gateway-responses"]
+    for family in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        headers = responses[family]["responseParameters"]
+        assert headers["gatewayresponse.header.Content-Type"] == "'application/problem+json'"
+        assert headers["gatewayresponse.header.X-Content-Type-Options"] == "'nosniff'"
+        assert "urn:eventbus:problem:gateway-" in responses[family]["responseTemplates"]["application/json"]
 
 
 def test_an_http_event_reaches_sqs_and_the_webhook_once_in_one_trace(bus: LocalBus) -> None:

@@ -81,9 +81,17 @@ def call(module: ModuleType, event: dict[str, Any], timeout_s: float = 30.0) -> 
     return response["statusCode"], response.get("headers", {}), body
 
 
+def _nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = {"child": value}
+    return value
+
+
 def assert_problem(status: int, headers: dict[str, str], body: Any, expected: int) -> None:
     assert status == expected, body
     assert headers["Content-Type"] == "application/problem+json"
+    assert headers["X-Content-Type-Options"] == "nosniff"
     assert body["status"] == expected
     assert body["type"].startswith("urn:eventbus:problem:")
     assert body["title"]
@@ -231,7 +239,19 @@ class TestRejected:
                 400,
                 "specversion",
             ),
-            (json.dumps(cloud_event(time="yesterday")), {"Content-Type": "application/cloudevents+json"}, 400, ""),
+            (
+                json.dumps(cloud_event(time="yesterday")),
+                {"Content-Type": "application/cloudevents+json"},
+                400,
+                "RFC 3339 timestamp such as 2026-01-31T12:00:00Z (got 'yesterday')",
+            ),
+            ("[" * 10_000 + "]" * 10_000, {"Content-Type": "application/cloudevents-batch+json"}, 400, "nested"),
+            (
+                json.dumps(cloud_event(data=_nested(100))),
+                {"Content-Type": "application/cloudevents+json"},
+                400,
+                "nested more than 64 levels deep",
+            ),
             ("[1, 2]", {"Content-Type": "application/cloudevents+json"}, 400, "JSON object"),
             ("{}", {"Content-Type": "application/cloudevents-batch+json"}, 400, "JSON array"),
             ("[]", {"Content-Type": "application/cloudevents-batch+json"}, 400, "empty"),
@@ -290,6 +310,12 @@ class TestRejected:
         ("attributes", "detail"),
         [
             ({"id": "\ud800"}, "lone surrogate"),
+            ({"data": {"note": "a\ud800b"}}, "lone surrogate"),
+            ({"data": {"a\udfff": 1}}, "lone surrogate"),
+            ({"id": "order\u0000-1"}, "attribute 'id' contains a control character (U+0000)"),
+            ({"type": "com.example\n.created"}, "attribute 'type' contains a control character (U+000A)"),
+            ({"source": "/shop\u007f"}, "attribute 'source' contains a control character (U+007F)"),
+            ({"subject": "order\u0085"}, "attribute 'subject' contains a control character (U+0085)"),
             ({"subject": "a\udfffb"}, "lone surrogate"),
             ({"myext": {"a": 1}}, "extension 'myext'"),
             ({"myext": 1.5}, "extension 'myext'"),
@@ -388,6 +414,7 @@ class TestIdempotency:
         )
         assert_problem(status, headers, problem, 409)
         assert problem["errors"][0]["status"] == "in_progress"
+        assert int(headers["Retry-After"]) >= 1
 
     def test_a_batch_retry_produces_only_the_missing_events(self, with_table, kafka_bootstrap):
         first, second = cloud_event(), cloud_event()
@@ -423,6 +450,17 @@ def test_an_unreachable_idempotency_table_is_503_without_internals(kafka_bootstr
 
 
 class TestRoutes:
+    def test_every_answer_says_nosniff(self, ingest):
+        requests = [
+            api_request(body=json.dumps(cloud_event()), headers={"Content-Type": "application/cloudevents+json"}),
+            api_request(method="GET", resource="/health"),
+            api_request(method="GET", resource="/nowhere"),
+            api_request(method="GET", resource="/api/error"),  # the layer's own 500
+        ]
+        answers = [call(ingest, request) for request in requests]
+        assert [status for status, _, _ in answers] == [202, 200, 404, 500]
+        assert all(headers.get("X-Content-Type-Options") == "nosniff" for _, headers, _ in answers), answers
+
     def test_shallow_and_deep_health(self, ingest):
         status, _, body = call(ingest, api_request(method="GET", resource="/health"))
         assert (status, body) == (200, {"status": "ok"})

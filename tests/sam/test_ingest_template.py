@@ -11,6 +11,7 @@ CloudFormation does.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -450,3 +451,25 @@ def test_the_api_passes_any_body_through_as_bytes():
     as UTF-8 text and mangle it."""
     api = load_template()["Resources"]["EventBusApi"]["Properties"]
     assert api["BinaryMediaTypes"] == ["*~1*"]
+
+
+@pytest.mark.parametrize("family", ["DEFAULT_4XX", "DEFAULT_5XX"])
+def test_api_gateways_own_answers_are_problem_documents(family: str):
+    """A wrong key (403), throttling (429) or a failed integration (5xx) never reaches the function: API Gateway
+    answers itself, and those answers must be problem+json like the function's."""
+    response = load_template()["Resources"]["EventBusApi"]["Properties"]["GatewayResponses"][family]
+    assert response["ResponseParameters"]["Headers"] == {
+        "Content-Type": "'application/problem+json'",
+        "X-Content-Type-Options": "'nosniff'",
+    }
+    body = response["ResponseTemplates"]["application/json"]
+    rendered = (
+        body.replace("$context.error.messageString", '"Forbidden"')
+        .replace("$context.error.responseType", "INVALID_API_KEY")
+        .replace("$context.path", "/local/events")
+        .replace("$context.requestId", "r-1")
+    )
+    problem = json.loads(rendered)  # valid JSON once API Gateway fills the variables in
+    assert problem["type"] == "urn:eventbus:problem:gateway-INVALID_API_KEY"
+    assert problem["title"] == "Forbidden"
+    assert problem["detail"]

@@ -69,7 +69,7 @@ Route = Callable[["Api", Call], dict[str, Any]]
 def json_response(status: int, body: object, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
         "statusCode": status,
-        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "headers": {"Content-Type": "application/json", "X-Content-Type-Options": "nosniff", **(headers or {})},
         "body": json.dumps(body, separators=(",", ":")),
         "isBase64Encoded": False,
     }

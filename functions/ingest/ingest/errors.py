@@ -37,7 +37,13 @@ class MethodNotAllowedError(IngestError):
 
 
 class ConflictError(IngestError):
+    """Another request holds the claim on an event: retrying after `retry_after_s` is safe."""
+
     slug = "event-in-progress"
+
+    def __init__(self, detail: str, *, retry_after_s: int = 1, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail, errors=errors)
+        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLargeError(IngestError):
@@ -89,10 +95,10 @@ def problem_response(error: IngestError, *, instance: str | None = None) -> dict
     headers: dict[str, str] = {}
     if error.errors:
         extensions["errors"] = error.errors
-    if isinstance(error, UnavailableError):
+    if isinstance(error, (UnavailableError, ConflictError)):
         headers["Retry-After"] = str(error.retry_after_s)
-        if error.results:
-            extensions["results"] = error.results
+    if isinstance(error, UnavailableError) and error.results:
+        extensions["results"] = error.results
     if isinstance(error, MethodNotAllowedError):
         headers["Allow"] = ", ".join(error.allow)
     return problem(

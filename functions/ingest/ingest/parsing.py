@@ -7,7 +7,8 @@ Accepted:
 - plain JSON: `Content-Type: application/json` without `ce-*` headers, the body as the data of one event
   whose `type` and `source` come from the query string (`?type=...&source=...`, optional `subject` and
   `id`; a missing id becomes a UUID).
-Only CloudEvents 1.0 is accepted.
+Only CloudEvents 1.0 is accepted. A JSON body may nest at most MAX_JSON_DEPTH levels (an event object is
+level 1; a batch array adds one), and its text must be Unicode (no lone surrogates, even inside `data`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.http import HTTPMessage, from_binary
 from cloudevents.core.v1.event import CloudEvent
-from eventbus.checks import describe, identity_problem
+from eventbus.checks import describe, identity_problem, text_problem, time_problem
 from eventbus.records import EVENT_FORMAT
 
 from ingest.errors import MalformedRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
@@ -34,6 +35,8 @@ BATCH = "application/cloudevents-batch+json"
 PLAIN_JSON = "application/json"
 SUPPORTED = (STRUCTURED, BATCH, "binary mode (ce-* headers)", f"{PLAIN_JSON} with ?type=&source=")
 MAX_BATCH_EVENTS = 500
+MAX_JSON_DEPTH = 64
+"""Deeper JSON is refused before anything walks it recursively (the SDK, the schema check, json.dumps)."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,38 @@ def parse_events(request: IncomingRequest) -> list[BaseCloudEvent]:
 def _json(body: bytes) -> Any:  # noqa: ANN401 - any JSON value
     try:
         return json.loads(body)
+    except RecursionError:  # the decoder recurses once per level: this body is far deeper than the limit
+        raise MalformedRequestError(f"the body is nested more than {MAX_JSON_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise MalformedRequestError(f"the body is not valid JSON: {error}") from None
+
+
+def _check_json(value: object, what: str) -> None:
+    problem = json_problem(value, MAX_JSON_DEPTH)
+    if problem:
+        raise MalformedRequestError(f"{what} {problem}")
+
+
+def json_problem(value: object, max_depth: int) -> str | None:
+    """Why a parsed JSON value cannot be taken: nested deeper than `max_depth`, or a string (or object key)
+    that is not Unicode. Walked without recursion, so the walk itself has no depth limit."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if text_problem(item, "text"):
+                return "holds text that is not valid Unicode (a lone surrogate)"
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > max_depth:
+            return f"is nested more than {max_depth} levels deep"
+        if isinstance(item, dict):
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
+        else:
+            pending.extend((child, depth + 1) for child in item)
+    return None
 
 
 def _check_present(attributes: Mapping[str, Any], name: str) -> None:
@@ -119,6 +152,7 @@ def _structured(item: object, index: int | None) -> BaseCloudEvent:
     if not isinstance(item, dict):
         raise MalformedRequestError(f"{where}a structured CloudEvent must be a JSON object")
     try:
+        _check_json(item, "the event")
         _check_structured(item)
         return _checked(EVENT_FORMAT.read(CloudEvent, json.dumps(item)))
     except MalformedRequestError as error:
@@ -130,6 +164,9 @@ def _structured(item: object, index: int | None) -> BaseCloudEvent:
 def _check_structured(item: dict[str, Any]) -> None:
     _check_specversion(item.get("specversion"))
     _check_present(item, "id")
+    problem = time_problem(item.get("time"))
+    if problem:
+        raise MalformedRequestError(problem)
     if "data" in item and "data_base64" in item:
         raise MalformedRequestError("data and data_base64 are mutually exclusive")
 
@@ -154,6 +191,9 @@ def _batch(items: list[Any]) -> list[BaseCloudEvent]:
 def _binary(request: IncomingRequest) -> BaseCloudEvent:
     _check_specversion(request.headers.get("ce-specversion"))
     _check_present({name.removeprefix("ce-"): value for name, value in request.headers.items()}, "id")
+    problem = time_problem(request.headers.get("ce-time"))
+    if problem:
+        raise MalformedRequestError(problem)
     try:
         parsed = from_binary(HTTPMessage(headers=request.headers, body=request.body), EVENT_FORMAT, CloudEvent)
         # binary mode carries the data as opaque bytes: keep them exactly as sent (no JSON round trip)
@@ -180,8 +220,10 @@ def _plain(request: IncomingRequest) -> BaseCloudEvent:
     }
     if request.query.get("subject"):
         attributes["subject"] = request.query["subject"]
+    data = _json(request.body) if request.body else None
+    _check_json(data, "the body")
     try:
-        return _checked(CloudEvent(attributes, _json(request.body) if request.body else None))
+        return _checked(CloudEvent(attributes, data))
     except MalformedRequestError:
         raise
     except Exception as error:
@@ -193,30 +235,18 @@ INT32 = range(-(2**31), 2**31)
 
 
 def _checked(event: BaseCloudEvent) -> BaseCloudEvent:
-    """Checks the SDK leaves to us: the identifying attributes are non-empty strings, every text is valid
-    Unicode (no lone surrogates, which Kafka headers could not carry), and extension values have a
-    CloudEvents type (string, 32-bit integer, boolean; not objects, arrays or floats)."""
+    """Checks the SDK leaves to us: the identifying attributes are non-empty strings, every attribute's text
+    is valid Unicode (no lone surrogates, which Kafka headers could not carry) without control characters,
+    and extension values have a CloudEvents type (string, 32-bit integer, boolean; not objects, arrays or
+    floats)."""
     problem = identity_problem(event)
     if problem:
         raise MalformedRequestError(problem)
-    attributes = event.get_attributes()
-    for name, value in attributes.items():
-        if isinstance(value, str):
-            _check_text(value, f"attribute {name!r}")
-        elif name not in CORE_ATTRIBUTES and value is not None:
+    for name, value in event.get_attributes().items():
+        if name not in CORE_ATTRIBUTES and value is not None and not isinstance(value, str):
             valid = isinstance(value, bool) or (isinstance(value, int) and value in INT32)
             if not valid:
                 raise MalformedRequestError(
                     f"extension {name!r} must be a string, a 32-bit integer or a boolean, got {type(value).__name__}"
                 )
-    data = event.get_data()
-    if isinstance(data, str):
-        _check_text(data, "data")
     return event
-
-
-def _check_text(value: str, what: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise MalformedRequestError(f"{what} is not valid Unicode text (a lone surrogate)") from None

@@ -154,11 +154,12 @@ class IngestService:
                 results=payload,
             )
         if in_progress:
-            error = ConflictError(
-                f"{len(in_progress)} of {len(results)} events are being produced by another request; retry them later"
+            raise ConflictError(
+                f"{len(in_progress)} of {len(results)} events are being produced by another request; "
+                "retry them after Retry-After",
+                retry_after_s=1,
+                errors=payload,
             )
-            error.errors = payload
-            raise error
 
 
 def _result(

@@ -114,7 +114,7 @@ def problem(
     body.update(extensions)
     return {
         "statusCode": status,
-        "headers": {"Content-Type": PROBLEM_CONTENT_TYPE, **(headers or {})},
+        "headers": {"Content-Type": PROBLEM_CONTENT_TYPE, "X-Content-Type-Options": "nosniff", **(headers or {})},
         "body": json.dumps(body, separators=(",", ":")),
         "isBase64Encoded": False,
     }

@@ -263,6 +263,61 @@ def test_cloudformation_creates_a_streamed_table_and_a_kinesis_stream(aws: Aws) 
     assert [record["Data"] for record in kinesis.get_records(ShardIterator=iterator)["Records"]] == [b"hello"]
 
 
+def list_conditions() -> dict[str, Any]:
+    """template.yaml's conditions that test a CommaDelimitedList parameter for emptiness, with those parameters."""
+    from sam.test_ingest_template import load_intrinsics
+
+    template = load_intrinsics()
+    lists = {name for name, spec in template["Parameters"].items() if spec["Type"] == "CommaDelimitedList"}
+    tested = {name: _list_tested(condition, lists) for name, condition in template["Conditions"].items()}
+    conditions = {name: template["Conditions"][name] for name, parameter in tested.items() if parameter}
+    parameters = {parameter: template["Parameters"][parameter] for parameter in tested.values() if parameter}
+    return {"Parameters": parameters, "Conditions": conditions}
+
+
+def _list_tested(condition: Any, lists: set[str]) -> str | None:
+    """The list parameter a condition tests directly (a condition built on other conditions is left out)."""
+    refs = [name for name in lists if {"Ref": name} in _walk(condition)]
+    negated = isinstance(condition, dict) and "Fn::Not" in condition
+    return refs[0] if negated and len(refs) == 1 and "Condition" not in str(condition) else None
+
+
+def _walk(value: Any) -> list[Any]:
+    found = [value]
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    for child in children:
+        found.extend(_walk(child))
+    return found
+
+
+def test_a_stack_with_the_templates_list_conditions_deletes_cleanly(aws: Aws) -> None:
+    """`make deploy ARGS=--redeploy` deletes the stack first: LocalStack re-evaluates every condition on delete,
+    with the list parameters as deployed (non-empty here, as the local deploy passes the fulfilment queue)."""
+    part = list_conditions()
+    assert part["Conditions"], "the template tests its list parameters somewhere"
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        **part,
+        "Resources": {f"Queue{name}": {"Type": "AWS::SQS::Queue", "Condition": name} for name in part["Conditions"]},
+    }
+    cloudformation = aws("cloudformation")
+    stack = f"lists-{uuid.uuid4().hex[:8]}"
+    values = {"arn:aws:sqs:us-east-1:000000000000:a", "arn:aws:sqs:us-east-1:000000000000:b"}
+    cloudformation.create_stack(
+        StackName=stack,
+        TemplateBody=json.dumps(template),
+        Parameters=[{"ParameterKey": name, "ParameterValue": ",".join(sorted(values))} for name in part["Parameters"]],
+    )
+    waiter = {"StackName": stack, "WaiterConfig": {"Delay": 1, "MaxAttempts": 60}}
+    cloudformation.get_waiter("stack_create_complete").wait(**waiter)
+    created = {
+        r["LogicalResourceId"] for r in cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
+    }
+    assert {"QueueHasDeliveryQueues", "QueueHasWebhookSecrets"} <= created, "non-empty lists are not empty"
+    cloudformation.delete_stack(StackName=stack)
+    cloudformation.get_waiter("stack_delete_complete").wait(**waiter)
+
+
 def listening_sockets(pids: list[int]) -> list[tuple[int, str, str, int]]:
     """TCP sockets in LISTEN state held by `pids`: (pid, command, address, port)."""
     listeners: dict[str, tuple[str, int]] = {}

@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Producer
 from localbus.client import LocalBus, wait_until
 from localbus.traces import ReceivedSpan
+from support import pushgateway as gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localstack, pytest.mark.sam]
 
@@ -184,17 +185,21 @@ def test_the_functions_flush_after_the_response_through_the_layers_extension(bus
     assert lines
 
 
-def test_a_reaped_environment_deletes_its_pushgateway_group(bus: LocalBus) -> None:
+def test_a_reaped_environment_pushes_its_final_values_and_leaves_its_group(bus: LocalBus) -> None:
     """LocalStack stops a function's environments when its configuration changes: the executor stops the sandbox,
-    the runtime gets SIGTERM (the layer's extension is registered) and the layer deletes its own group."""
+    the runtime gets SIGTERM (the layer's extension is registered) and the layer pushes its final values. The group
+    stays (a delete would lose what Prometheus has not scraped yet); MaintenanceFunction deletes it once stale."""
     function = bus.resource("MaintenanceFunction")
     functions = bus.client("lambda")
     assert functions.invoke(FunctionName=function, Payload=b'{"source": "aws.events"}')["StatusCode"] == 200
 
-    def groups() -> set[str]:
-        return {labels.get("job", "") for labels in bus.pushgateway_groups()}
+    def push_time() -> float | None:
+        for group in gateway.groups(bus.state.address("pushgateway")):
+            if group["labels"].get("job") == function:
+                return float(group["push_time_seconds"]["metrics"][0]["value"])
+        return None
 
-    wait_until(lambda: function in groups(), "the function's Pushgateway group")
+    before = wait_until(push_time, "the function's Pushgateway group")
     variables = functions.get_function_configuration(FunctionName=function)["Environment"]["Variables"]
     functions.update_function_configuration(FunctionName=function, Environment={"Variables": {**variables, "E2E": "1"}})
-    wait_until(lambda: function not in groups(), "the group's delete at shutdown", timeout=20)
+    wait_until(lambda: (push_time() or 0) > before, "the final push at shutdown", timeout=20)

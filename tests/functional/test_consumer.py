@@ -285,6 +285,10 @@ class TestFailures:
         assert "the limit is 2048" in letters[13]["reason"]
         assert base64.b64decode(letters[11]["value_base64"]) == b"{not json", "the original bytes travel along"
         assert all(len(letter["error_event_id"]) == 32 and letter["topic"] == "orders" for letter in letters.values())
+        metrics = consumer.telemetry.metrics
+        unknown = {"event_type": "unknown", "source": "unknown", "error_type": "PoisonRecordError"}
+        assert metrics.value("event_processing_errors_total", **unknown) == 4, "poison counts as a processing error"
+        assert metrics.value("errors_captured_total", component="consumer", error_type="PoisonRecordError") == 4
 
     def test_a_target_that_is_down_gets_exactly_its_records_retried(self, kafka_bootstrap, aws, monkeypatch):
         events = [payment(), order(), payment()]
@@ -453,6 +457,32 @@ class TestIdempotency:
             "delivery to queue deferred 2 times: the idempotency store did not answer; nothing was done"
         )
         assert aws.messages(aws.target_queue) == []
+
+    def test_events_are_counted_once_and_redeliveries_apart(self, kafka_bootstrap, aws, monkeypatch):
+        down = f"http://127.0.0.1:{free_port()}/hook"
+        queue = {"name": "queue", "match": {"type": "*"}, "target": {"type": "sqs", "url": aws.target_queue}}
+        flaky = {"name": "flaky", "match": {"type": "flaky"}, "target": {"type": "webhook", "url": down}}
+        consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, json.dumps([queue, flaky])))
+        steady = {"specversion": "1.0", "id": "e-steady", "type": "steady", "source": "/s"}
+        retried = {"specversion": "1.0", "id": "e-retried", "type": "flaky", "source": "/s"}
+        batch = lambda_event(
+            [
+                raw_record("orders", 1, json.dumps(steady).encode()),
+                raw_record("events", 1, json.dumps(retried).encode()),
+            ]
+        )
+        metrics = consumer.telemetry.metrics
+
+        def consumed(event_type: str, topic: str) -> float:
+            return metrics.value("events_consumed_total", event_type=event_type, topic=topic, source="/s") or 0
+
+        assert len(consumer.handler(batch, LambdaContext(function_name="consumer"))["batchItemFailures"]) == 1
+        assert (consumed("steady", "orders"), consumed("flaky", "events")) == (1, 0), "counted once settled"
+        consumer.handler(batch, LambdaContext(function_name="consumer"))  # the mapping delivers the batch again
+        assert consumed("steady", "orders") == 1, "a redelivery is not a second event"
+        labels = {"event_type": "steady", "topic": "orders", "source": "/s"}
+        assert metrics.value("events_redelivered_total", **labels) == 1
+        assert consumed("flaky", "events") == 0, "still not settled: its webhook is down"
 
     def test_a_redelivered_batch_delivers_nothing_twice(self, kafka_bootstrap, aws, webhook, monkeypatch):
         events = [order(), payment()]

@@ -36,7 +36,8 @@ MAINTENANCE_VARIABLES = (
     "KAFKA_CONNECT_URL",
     "MSK_CONNECT_CONNECTOR_ARNS",
     "CONNECT_TIMEOUT_MS",
-    "STALE_GROUP_SECONDS",
+    "SCRAPE_INTERVAL_SECONDS",
+    "STALE_GROUP_SCRAPES",
     "PUSHGATEWAY_TIMEOUT_MS",
     "PUSHGATEWAY_URL",
 )
@@ -278,7 +279,9 @@ class TestMskConnect:
 class TestStaleGroups:
     def test_stale_groups_are_deleted_and_fresh_ones_and_its_own_are_kept(self, pushgateway, monkeypatch):
         gateway.wipe(pushgateway)
-        maintenance = load_maintenance(monkeypatch, PUSHGATEWAY_URL=pushgateway, STALE_GROUP_SECONDS="1")
+        maintenance = load_maintenance(
+            monkeypatch, PUSHGATEWAY_URL=pushgateway, SCRAPE_INTERVAL_SECONDS="1", STALE_GROUP_SCRAPES="2"
+        )
         assert invoke(maintenance)["deleted_groups"] == []  # and its flush pushes its own group
         stale = [
             {"job": "ingest-svc", "function_name": "ingest", "instance": "dead0001"},

@@ -407,7 +407,8 @@ def test_maintenance_environment(connect_url: str, connectors: str):
     variables = template["Resources"]["MaintenanceFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["KAFKA_CONNECT_URL"] == {"Ref": "KafkaConnectUrl"}
     assert variables["MSK_CONNECT_CONNECTOR_ARNS"] == {"Fn::Join": [",", {"Ref": "MskConnectConnectorArns"}]}
-    assert variables["STALE_GROUP_SECONDS"] == {"Ref": "StaleGroupSeconds"}
+    assert variables["SCRAPE_INTERVAL_SECONDS"] == {"Ref": "ScrapeIntervalSeconds"}
+    assert variables["STALE_GROUP_SCRAPES"] == {"Ref": "StaleGroupScrapes"}
     scenario = ConsumerScenario(template, KafkaConnectUrl=connect_url, MskConnectConnectorArns=connectors)
     assert scenario.evaluate(variables["KAFKA_CONNECT_URL"]) == connect_url
     assert scenario.evaluate(variables["MSK_CONNECT_CONNECTOR_ARNS"]) == connectors
@@ -415,7 +416,12 @@ def test_maintenance_environment(connect_url: str, connectors: str):
     assert (parameters["KafkaConnectUrl"]["Type"], parameters["KafkaConnectUrl"]["Default"]) == ("String", "")
     connector_arns = parameters["MskConnectConnectorArns"]
     assert (connector_arns["Type"], connector_arns["Default"]) == ("CommaDelimitedList", "")
-    assert (parameters["StaleGroupSeconds"]["Type"], parameters["StaleGroupSeconds"]["Default"]) == ("Number", 900)
+    assert (parameters["ScrapeIntervalSeconds"]["Type"], parameters["ScrapeIntervalSeconds"]["Default"]) == (
+        "Number",
+        15,
+    )
+    stale = parameters["StaleGroupScrapes"]
+    assert (stale["Type"], stale["Default"], stale["MinValue"]) == ("Number", 60, 2), "never before it was scraped"
 
 
 @pytest.mark.parametrize("connectors", ["", CONNECTORS])

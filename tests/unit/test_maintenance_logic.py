@@ -47,7 +47,8 @@ class TestSettings:
                 "KAFKA_CONNECT_URL": "https://user:pw@connect.internal:8083",
                 "MSK_CONNECT_CONNECTOR_ARNS": f" {ARN}, {second},{ARN},",
                 "CONNECT_TIMEOUT_MS": "500",
-                "STALE_GROUP_SECONDS": "3600",
+                "SCRAPE_INTERVAL_SECONDS": "30",
+                "STALE_GROUP_SCRAPES": "120",
                 "PUSHGATEWAY_TIMEOUT_MS": "750",
             }
         )
@@ -58,9 +59,10 @@ class TestSettings:
     @pytest.mark.parametrize(
         ("variable", "value"),
         [
-            ("STALE_GROUP_SECONDS", "abc"),
-            ("STALE_GROUP_SECONDS", "0"),
-            ("STALE_GROUP_SECONDS", "1.5"),
+            ("SCRAPE_INTERVAL_SECONDS", "abc"),
+            ("SCRAPE_INTERVAL_SECONDS", "0"),
+            ("SCRAPE_INTERVAL_SECONDS", "1.5"),
+            ("STALE_GROUP_SCRAPES", "1"),
             ("CONNECT_TIMEOUT_MS", "-1"),
             ("CONNECT_TIMEOUT_MS", "120000"),
             ("PUSHGATEWAY_TIMEOUT_MS", "soon"),

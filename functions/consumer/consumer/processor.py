@@ -142,7 +142,11 @@ class Processor:
 
     def _poison(self, record: Mapping[str, Any], poison: PoisonRecordError, batch: BatchContext) -> None:
         context = {"topic": record.get("topic"), "partition": record.get("partition"), "offset": record.get("offset")}
-        event_id = self.telemetry.capture_error(poison, "consumer", "decode", {**context, "reason": poison.reason})
+        # its type and source are unknown: it still counts as an event whose processing failed
+        unknown = {"event_type": "unknown", "source": "unknown"}
+        event_id = self.telemetry.capture_error(
+            poison, "consumer", "decode", {**context, **unknown, "reason": poison.reason}
+        )
         self.telemetry.metrics.inc(
             "kafka_operations_total", operation="consume", topic=record.get("topic"), status="error"
         )
@@ -175,13 +179,16 @@ class Processor:
             processing.set_attribute("messaging.destination.partition.id", str(raw.partition))
             processing.set_attribute("messaging.kafka.offset", raw.offset)
             processing.set_attribute("messaging.message.id", event.get_id())
-            self.telemetry.metrics.inc(
-                "events_consumed_total", event_type=event.get_type(), topic=raw.topic, source=event.get_source()
-            )
             outcomes.extend(
                 self._deliver(subscription, raw, event, batch)
                 for subscription in matching(self.settings.subscriptions, event)
             )
+            labels = {"event_type": event.get_type(), "topic": raw.topic, "source": event.get_source()}
+            if outcomes and all(outcome == DUPLICATE for outcome in outcomes):
+                # every delivery was done before: the mapping delivered the record again (a retry of its batch)
+                self.telemetry.metrics.inc("events_redelivered_total", 1.0, **labels)
+            elif RETRY not in outcomes:  # settled: counted once, when its last delivery is done
+                self.telemetry.metrics.inc("events_consumed_total", 1.0, **labels)
         return outcomes
 
     def _deliver(self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, batch: BatchContext) -> str:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from observability import ConfigError, EnvReader
 
-DEFAULT_STALE_GROUP_SECONDS = 900
+DEFAULT_SCRAPE_INTERVAL_SECONDS = 15  # Prometheus's own default
+DEFAULT_STALE_GROUP_SCRAPES = 60  # 15 minutes at the default interval
 DEFAULT_TIMEOUT_MS = 2000
 
 MSK_CONNECTOR_ARN = re.compile(r"^arn:aws[a-z-]*:kafkaconnect:[a-z0-9-]+:\d{12}:connector/(?P<name>[^/]+)/[^/]+$")
@@ -23,10 +24,18 @@ class MaintenanceSettings:
     """MSK Connect connectors, checked with kafkaconnect:DescribeConnector."""
     connect_timeout_s: float = DEFAULT_TIMEOUT_MS / 1000
     """Per request, to Kafka Connect's REST API and to MSK Connect (connect and read timeouts)."""
-    stale_group_s: int = DEFAULT_STALE_GROUP_SECONDS
-    """A Pushgateway group not pushed for longer than this is deleted."""
+    scrape_interval_s: int = DEFAULT_SCRAPE_INTERVAL_SECONDS
+    """How often Prometheus scrapes the Pushgateway."""
+    stale_group_scrapes: int = DEFAULT_STALE_GROUP_SCRAPES
+    """A Pushgateway group not pushed for this many scrape intervals is deleted: its final push has been
+    scraped that many times over (a group is never deleted sooner, or its last values would be lost)."""
     pushgateway_timeout_s: float = DEFAULT_TIMEOUT_MS / 1000
     """Per request to the Pushgateway (listing the groups, each delete)."""
+
+    @property
+    def stale_group_s(self) -> int:
+        """A group last pushed longer ago than this is stale."""
+        return self.scrape_interval_s * self.stale_group_scrapes
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MaintenanceSettings:
@@ -35,7 +44,8 @@ class MaintenanceSettings:
             kafka_connect_url=env.url("KAFKA_CONNECT_URL"),
             msk_connector_arns=_connector_arns(env),
             connect_timeout_s=env.integer("CONNECT_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, 10, 60_000) / 1000,
-            stale_group_s=env.integer("STALE_GROUP_SECONDS", DEFAULT_STALE_GROUP_SECONDS, 1, 90 * 24 * 3600),
+            scrape_interval_s=env.integer("SCRAPE_INTERVAL_SECONDS", DEFAULT_SCRAPE_INTERVAL_SECONDS, 1, 3600),
+            stale_group_scrapes=env.integer("STALE_GROUP_SCRAPES", DEFAULT_STALE_GROUP_SCRAPES, 2, 100_000),
             pushgateway_timeout_s=env.integer("PUSHGATEWAY_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, 10, 60_000) / 1000,
         )
 

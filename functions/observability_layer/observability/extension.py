@@ -8,7 +8,7 @@ while Lambda waits for the extension (still billed, like any extension's work; t
 TELEMETRY_FLUSH_TIMEOUT_MS, within the invocation's deadline).
 
 Registering an extension is also what makes Lambda send SIGTERM to the runtime before it reaps the environment,
-which runs the layer's shutdown hook: the last spans go out and this environment's Pushgateway group is deleted.
+which runs the layer's shutdown hook: the last spans and this environment's final metric values go out.
 
 When Lambda refuses the registration (say, a handler decorated after init), the wrapper flushes inline, as without
 it. Once registered, the thread keeps asking for events whatever happens: an extension that stops asking would

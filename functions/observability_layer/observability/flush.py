@@ -101,13 +101,19 @@ class Flusher:
     def backends(self) -> tuple[str, ...]:
         return tuple(step.backend for step in self._steps)
 
-    def flush(self, available_s: float | None = None, *, exclude: Collection[str] = ()) -> FlushReport:
-        """Run every step (but the excluded backends) within min(budget, available_s) seconds, in order."""
+    def flush(
+        self, available_s: float | None = None, *, exclude: Collection[str] = (), ignore_backoff: bool = False
+    ) -> FlushReport:
+        """Run every step (but the excluded backends) within min(budget, available_s) seconds, in order;
+        backends that back off are skipped unless `ignore_backoff` (the last flush of an environment)."""
         started = self.clock()
         budget = self.budget_s if available_s is None else max(0.0, min(self.budget_s, available_s))
         deadline = started + budget
         results: list[StepResult] = []
         steps = [step for step in self._steps if step.backend not in exclude]
+        if ignore_backoff:
+            for step in steps:
+                step.backoff_until = 0.0
         for index, step in enumerate(steps):
             now = self.clock()
             if step.backoff_until > now:

@@ -357,19 +357,17 @@ class Telemetry:
                 self.metrics.observe("telemetry_flush_duration_seconds", result.seconds, backend=result.backend)
 
     def shutdown(self, timeout_s: float = SHUTDOWN_BUDGET_S) -> None:
-        """Graceful end of the execution environment, inside `timeout_s`: export the last spans and errors,
-        delete this environment's Pushgateway group (rather than push it once more), close the exporters.
-        Never raises."""
+        """Graceful end of the execution environment, inside `timeout_s`: export the last spans and errors and
+        push the final metric values, every backend tried even while it backs off (this is the last chance),
+        then close the exporters. Never raises.
+
+        The Pushgateway group is left in place: deleting it would throw away whatever was pushed since
+        Prometheus last scraped it. MaintenanceFunction deletes it once it is stale (several scrape
+        intervals after this final push)."""
         deadline = time.monotonic() + timeout_s
-        self._record_flush(self.flusher.flush(timeout_s / 2, exclude=("pushgateway",)))
+        self._record_flush(self.flusher.flush(timeout_s * 0.8, ignore_backoff=True))
 
         def close() -> None:
-            left = max(0.0, deadline - time.monotonic())
-            if self.pushgateway is not None:
-                try:
-                    self.pushgateway.delete(left)
-                except Exception as error:
-                    self.logger.warning("pushgateway group delete failed: %s", error)
             self.tracing.shutdown()
             if self.sentry is not None:
                 self.sentry.close(max(0.0, deadline - time.monotonic()))

@@ -35,7 +35,18 @@ CATALOG: tuple[MetricSpec, ...] = (
     MetricSpec("http_active_connections", "gauge", "HTTP requests in flight in this execution environment"),
     # events
     MetricSpec("events_produced_total", "counter", "Events published to the bus", ("event_type", "topic", "source")),
-    MetricSpec("events_consumed_total", "counter", "Events consumed from the bus", ("event_type", "topic", "source")),
+    MetricSpec(
+        "events_consumed_total",
+        "counter",
+        "Events consumed from the bus, each once: when all its deliveries are settled",
+        ("event_type", "topic", "source"),
+    ),
+    MetricSpec(
+        "events_redelivered_total",
+        "counter",
+        "Records the event source mapping delivered again after all their deliveries were done",
+        ("event_type", "topic", "source"),
+    ),
     MetricSpec(
         "event_processing_duration_seconds",
         "histogram",

@@ -1,8 +1,9 @@
 """Pushgateway export: a full PUT of one execution environment's registry under its own grouping key.
 
 The Pushgateway caches groups and never merges or expires them, so each execution environment owns
-one group (job = service, function name, an instance id made at init), replaces it whole at every
-flush, and deletes it at shutdown; MaintenanceFunction removes the groups of environments that died.
+one group (job = service, function name, an instance id made at init) and replaces it whole at every
+flush, the last one at shutdown. It never deletes its group (a delete would throw away what Prometheus has
+not scraped yet): MaintenanceFunction removes groups of environments that are gone, once they are stale.
 
 prometheus_client builds the URL and the body; the HTTP request goes through a handler of our own that
 keeps one connection open across invocations. prometheus_client's default handler builds a new urllib
@@ -21,7 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from prometheus_client import CollectorRegistry, delete_from_gateway, push_to_gateway
+from prometheus_client import CollectorRegistry, push_to_gateway
 
 RequestHandler = Callable[[str, str, float | None, Sequence[tuple[str, str]], bytes], Callable[[], None]]
 
@@ -155,12 +156,6 @@ class PushgatewayExporter:
             grouping_key=self.grouping_key,
             timeout=timeout,
             handler=self._handler,
-        )
-
-    def delete(self, timeout: float) -> None:
-        """DELETE the group, for a graceful shutdown of the execution environment."""
-        delete_from_gateway(
-            self.url, job=self.job, grouping_key=self.grouping_key, timeout=timeout, handler=self._handler
         )
 
     def close(self) -> None:

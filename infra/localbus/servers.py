@@ -53,9 +53,9 @@ def start_pushgateway(log_dir: Path) -> Server:
     return Server(process, f"http://127.0.0.1:{port}")
 
 
-def start_tansu(log_dir: Path) -> Server:
-    """`url` is the bootstrap address (host:port)."""
-    port = free_port()
+def start_tansu(log_dir: Path, *, port: int | None = None) -> Server:
+    """`url` is the bootstrap address (host:port); `port` restarts a broker where its clients look for it."""
+    port = port or free_port()
     listener = f"tcp://127.0.0.1:{port}"
     process = ManagedProcess.start(
         "tansu",

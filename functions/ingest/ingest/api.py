@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudevents.core.v1.event import CloudEvent
+from eventbus.producer import ProducerFailedError
 from observability import HttpRequest, Telemetry, parse_api_gateway_event
 from observability.types import LambdaContext
 
@@ -22,6 +23,7 @@ from ingest.errors import (
     MalformedRequestError,
     MethodNotAllowedError,
     NotFoundError,
+    UnavailableError,
     problem_response,
 )
 from ingest.parsing import parse_events, read_request
@@ -121,9 +123,9 @@ class Api:
         started = time.monotonic()
         try:
             brokers = self._ping(timeout)
+        except ProducerFailedError as error:  # the broker answers, but this producer could not have sent
+            raise UnavailableError(str(error), retry_after_s=1) from None
         except Exception as error:
-            from ingest.errors import UnavailableError
-
             raise UnavailableError(
                 f"the broker did not answer within {timeout:.2f} s: {error}", retry_after_s=5
             ) from None

@@ -1,9 +1,17 @@
 """A Kafka producer for Lambda: idempotent (acks=all), made once per execution environment, and a `send`
 that reports each record's delivery inside a deadline, with a PRODUCER span whose context travels in the
-record's `traceparent` header."""
+record's `traceparent` header.
+
+A producer that hit a fatal error (the idempotent producer fenced, or a broker that lost its state answering
+UNKNOWN_PRODUCER_ID) can send nothing more, so it is replaced at once. confluent-kafka never hands a fatal
+error to `error_cb`: it raises it out of poll()/flush(), as a SystemError whose cause is the KafkaException
+when a delivery report is served after it in the same call, and every later produce() fails with
+`Local: Fatal error`. Every call that serves callbacks goes through `_serve`, which turns that into the fatal
+flag instead of an exception."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -48,6 +56,10 @@ KAFKA_LOGGER = logging.getLogger("eventbus.kafka")
 NOT_ACKNOWLEDGED = "the broker did not acknowledge the record before the deadline"
 
 
+class ProducerFailedError(RuntimeError):
+    """The producer hit a fatal error and could not have sent anything (it has been replaced since)."""
+
+
 class EventProducer:
     def __init__(
         self,
@@ -84,13 +96,34 @@ class EventProducer:
         return Producer(self._config)
 
     def _on_client_error(self, error: KafkaError) -> None:
+        # fatal errors never arrive here (confluent-kafka raises them from poll/flush): see _serve
         from confluent_kafka import KafkaError as Errors
 
         if error.code() in (Errors._ALL_BROKERS_DOWN, Errors._TRANSPORT):
             self._broker_status(0)
-        if error.fatal():  # e.g. the idempotent producer was fenced: this instance can send nothing more
-            KAFKA_LOGGER.warning("fatal Kafka producer error, the producer will be recreated: %s", error)
+
+    def _serve(self, call: Callable[[float], object], timeout_s: float) -> KafkaError | None:
+        """`poll` or `flush`, with a fatal error raised out of it recorded (and returned) rather than raised."""
+        from confluent_kafka import KafkaException
+
+        try:
+            call(timeout_s)
+        except (KafkaException, SystemError) as raised:
+            fatal = _fatal_cause(raised)
+            if fatal is None:
+                raise
+            KAFKA_LOGGER.warning("fatal Kafka producer error, the producer is replaced: %s", fatal)
             self._fatal = True
+            return fatal
+        return None
+
+    def _replace_if_fatal(self) -> None:
+        """A new producer gets a new producer id; what the old one still held is purged (its fate: unknown)."""
+        if not self._fatal:
+            return
+        failed, self._producer = self._producer, self._create()
+        with contextlib.suppress(Exception):
+            failed.purge(in_queue=True, in_flight=True, blocking=False)
 
     def _broker_status(self, up: int) -> None:
         self._telemetry.metrics.set("kafka_connection_status", up, broker=self.settings.first_broker)
@@ -102,11 +135,11 @@ class EventProducer:
 
         Records still in the local queue then are purged (`not_sent`: they will not be sent behind the
         caller's back); records in flight are `unknown` (the broker may have them), which is why consumers
-        deduplicate by event source and id. A producer that hit a fatal error is recreated first.
+        deduplicate by event source and id. A producer that hit a fatal error is replaced (first, when the
+        error came since the last call; at the end, when this send met it, so the next one works).
         """
-        if self._fatal:
-            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
-            self._producer = self._create()
+        self._serve(self._producer.poll, 0)
+        self._replace_if_fatal()
         deadline = time.monotonic() + max(0.0, timeout_s)
         reports: dict[int, tuple[object, object]] = {}
         spans: list[Span] = []
@@ -135,14 +168,15 @@ class EventProducer:
                 *self._telemetry.kafka_headers(trace.set_span_in_context(span)),
             ]
             self._enqueue(record, headers, functools.partial(_remember, reports, index), deadline)
-        self._producer.flush(max(0.0, deadline - time.monotonic()))
-        if len(reports) < len(records):
+        fatal = self._serve(self._producer.flush, max(0.0, deadline - time.monotonic()))
+        if len(reports) < len(records) and fatal is None:
             self._producer.purge(in_queue=True, in_flight=False, blocking=False)
-            self._producer.poll(0)  # delivery reports of the purged records
-        return [
-            self._finish(record, spans[index], *reports.get(index, (None, None)))
-            for index, record in enumerate(records)
+            fatal = self._serve(self._producer.poll, 0)  # delivery reports of the purged records
+        deliveries = [
+            self._finish(record, spans[index], *_report(reports, index, fatal)) for index, record in enumerate(records)
         ]
+        self._replace_if_fatal()
+        return deliveries
 
     def _enqueue(
         self,
@@ -195,7 +229,13 @@ class EventProducer:
         return delivery
 
     def ping(self, timeout_s: float) -> int:
-        """How many brokers answered a metadata request within `timeout_s` (raises when none did)."""
+        """How many brokers answered a metadata request within `timeout_s`. Raises when none did, and
+        ProducerFailedError when the producer hit a fatal error since its last send (metadata requests still
+        work on such a producer, so they alone cannot tell); it is replaced for the next call."""
+        self._serve(self._producer.poll, 0)
+        if self._fatal:
+            self._replace_if_fatal()
+            raise ProducerFailedError("the Kafka producer hit a fatal error and was replaced; retry")
         metadata = self._producer.list_topics(timeout=timeout_s)
         self._broker_status(1 if metadata.brokers else 0)
         return len(metadata.brokers)
@@ -203,6 +243,16 @@ class EventProducer:
 
 def _remember(reports: dict[int, tuple[object, object]], index: int, error: object, message: object) -> None:
     reports.setdefault(index, (error, message))
+
+
+def _report(reports: dict[int, tuple[object, object]], index: int, fatal: object) -> tuple[object, object]:
+    """A record's delivery report. After a fatal error a record not delivered is reported with that error:
+    `unknown` (the failed producer may have written part of its in-flight batches), never refused for good,
+    which its own report (UNKNOWN_PRODUCER_ID without the fatal flag) would wrongly say."""
+    error, message = reports.get(index, (None, None))
+    if fatal is not None and _outcome(error, message) != DELIVERED:
+        return fatal, None
+    return error, message
 
 
 def _message_type() -> type[Message]:
@@ -224,8 +274,21 @@ def _kafka_error(error: object) -> KafkaError | None:
 
 
 def _is_fatal(error: object) -> bool:
+    """A fatal error, or produce()'s `Local: Fatal error` on a producer that had one (its fatal() is False)."""
+    from confluent_kafka import KafkaError
+
     kafka_error = _kafka_error(error)
-    return kafka_error is not None and kafka_error.fatal()
+    return kafka_error is not None and (kafka_error.fatal() or kafka_error.code() == KafkaError._FATAL)
+
+
+def _fatal_cause(raised: BaseException) -> KafkaError | None:
+    """The fatal KafkaError behind an exception out of poll/flush: itself, or what a SystemError wraps."""
+    seen: BaseException | None = raised
+    while seen is not None:
+        if _is_fatal(seen):
+            return _kafka_error(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _outcome(error: object, message: object) -> str:
@@ -262,4 +325,4 @@ def _is_permanent(error: object) -> bool:
         KafkaError._PURGE_INFLIGHT,
         KafkaError._TIMED_OUT,
     )
-    return not (kafka_error.retriable() or kafka_error.fatal() or kafka_error.code() in transient_codes)
+    return not (kafka_error.retriable() or _is_fatal(kafka_error) or kafka_error.code() in transient_codes)

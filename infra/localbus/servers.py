@@ -88,11 +88,12 @@ class OtlpReceiver:
         self.process.stop()
 
 
-def start_rotel(log_dir: Path, kafka_bootstrap: str) -> OtlpReceiver:
-    """rotel receives OTLP (gRPC and HTTP) and writes the spans to `otlp_traces` on the broker."""
+def start_rotel(log_dir: Path, kafka_bootstrap: str, *, ports: tuple[int, int] | None = None) -> OtlpReceiver:
+    """rotel receives OTLP (gRPC and HTTP) and writes the spans to `otlp_traces` on the broker; `ports` (gRPC,
+    HTTP) restarts a receiver where its clients send."""
     store = TraceStore(kafka_bootstrap)
     store.create_topic()
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port = ports or (free_port(), free_port())
     process = ManagedProcess.start(
         "rotel",
         [

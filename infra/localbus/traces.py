@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -54,7 +54,11 @@ class TraceStore:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         futures = admin.create_topics([NewTopic(TRACES_TOPIC, num_partitions=1, replication_factor=1)])
         for future in futures.values():
-            future.result(timeout=10)
+            try:
+                future.result(timeout=10)
+            except KafkaException as error:  # a receiver started again on the same broker
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
 
     def _poll(self, seconds: float) -> None:
         if self._consumer is None:

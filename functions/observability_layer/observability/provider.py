@@ -340,7 +340,11 @@ class Telemetry:
         return report
 
     def _record_flush(self, report: FlushReport) -> None:
-        """Count the outcomes (they travel with the next push)."""
+        """Count the outcomes (they travel with the next push), and the spans kept or given up."""
+        if self.tracing.exports:
+            self.metrics.set("telemetry_spans_retained", self.tracing.kept_spans)
+            for reason, count in self.tracing.take_dropped_spans().items():
+                self.metrics.inc("telemetry_spans_dropped_total", count, reason=reason)
         for result in report.results:
             if result.outcome in FAILURES:
                 self.metrics.inc("telemetry_export_failures_total", backend=result.backend, reason=result.outcome)

@@ -130,6 +130,17 @@ CATALOG: tuple[MetricSpec, ...] = (
         ("backend",),
     ),
     MetricSpec(
+        "telemetry_spans_retained",
+        "gauge",
+        "Spans whose export failed, kept for the next export once the collector answers again",
+    ),
+    MetricSpec(
+        "telemetry_spans_dropped_total",
+        "counter",
+        "Spans given up after failed exports: the retention bound was full (oldest first) or too many attempts",
+        ("reason",),
+    ),
+    MetricSpec(
         "telemetry_flush_duration_seconds",
         "histogram",
         "Time the end-of-invocation flush spent per backend",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -14,28 +17,99 @@ from observability.config import TelemetrySettings
 logger = logging.getLogger(__name__)
 
 
-class ObservedSpanExporter(SpanExporter):
-    """Delegates to an exporter and remembers its failures, so the flush can count them per backend.
+MAX_RETAINED_SPANS = 2048
+MAX_RETAINED_BYTES = 2 * 1024 * 1024
+MAX_EXPORT_ATTEMPTS = 5
+"""Spans whose export failed wait for the next export, within these bounds (oldest dropped first, counted). A span
+refused this many times is dropped too: a collector that keeps refusing one batch must not block the rest."""
 
-    An exception from the delegate is a failure like any other: it never reaches the processor.
+
+@dataclass
+class _Kept:
+    span: ReadableSpan
+    size: int
+    attempts: int
+
+
+class ObservedSpanExporter(SpanExporter):
+    """Delegates to an exporter, remembers its failures (the flush counts them per backend), and keeps the
+    spans of a failed export for the next one.
+
+    A failed export's spans are sent again, oldest first, ahead of the next export's; the next export is the
+    next flush's (after the backend's back-off), or `export_kept()` when nothing new was queued, or shutdown.
+    What is kept is bounded in spans and in (estimated) bytes, and each span in attempts; what falls out is
+    counted by reason. An exception from the delegate is a failure like any other: it never reaches the
+    processor. Nothing of this runs while exports succeed, beyond one look at an empty deque.
     """
 
-    def __init__(self, delegate: SpanExporter) -> None:
+    def __init__(
+        self,
+        delegate: SpanExporter,
+        *,
+        max_spans: int = MAX_RETAINED_SPANS,
+        max_bytes: int = MAX_RETAINED_BYTES,
+        max_attempts: int = MAX_EXPORT_ATTEMPTS,
+    ) -> None:
         self._delegate = delegate
+        self._max_spans = max_spans
+        self._max_bytes = max_bytes
+        self._max_attempts = max_attempts
         self._failures = 0
         self._exported = 0
+        self._kept: deque[_Kept] = deque()
+        self._kept_bytes = 0
+        self._dropped: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self._lock:
+            earlier, self._kept, self._kept_bytes = list(self._kept), deque(), 0
+        batch = [kept.span for kept in earlier] + list(spans)
+        if not batch:
+            return SpanExportResult.SUCCESS
         try:
-            result = self._delegate.export(spans)
+            result = self._delegate.export(batch)
         except Exception:
             logger.debug("span export raised", exc_info=True)
             result = SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
-            self._exported += len(spans)
+            self._exported += len(batch)
         else:
             self._failures += 1
+            self._keep([*earlier, *(_Kept(span, _estimated_size(span), 0) for span in spans)])
         return result
+
+    def export_kept(self) -> bool:
+        """Send what earlier failed exports kept (when there is nothing new to carry it); True when nothing
+        is kept any more."""
+        if not self._kept:
+            return True
+        return self.export(()) is SpanExportResult.SUCCESS
+
+    def _keep(self, failed: list[_Kept]) -> None:
+        with self._lock:
+            for kept in failed:
+                kept.attempts += 1
+                if kept.attempts >= self._max_attempts:
+                    self._dropped["attempts"] += 1
+                    continue
+                self._kept.append(kept)
+                self._kept_bytes += kept.size
+            # spans kept meanwhile by a concurrent export are older: they stay in front
+            while self._kept and (len(self._kept) > self._max_spans or self._kept_bytes > self._max_bytes):
+                self._kept_bytes -= self._kept.popleft().size
+                self._dropped["retention_full"] += 1
+
+    @property
+    def kept(self) -> int:
+        """Spans waiting for the collector to answer again."""
+        return len(self._kept)
+
+    def take_dropped(self) -> dict[str, int]:
+        """Spans given up since the last call, by reason (reading resets the counts)."""
+        with self._lock:
+            dropped, self._dropped = dict(self._dropped), Counter()
+        return dropped
 
     def take_failures(self) -> int:
         """Failures since the last call (reading resets the count)."""
@@ -51,6 +125,16 @@ class ObservedSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self._delegate.force_flush(timeout_millis)
+
+
+def _estimated_size(span: ReadableSpan) -> int:
+    """Roughly what the span weighs in memory and on the wire: its texts and attribute values."""
+    size = 128 + len(span.name)
+    for key, value in (span.attributes or {}).items():
+        size += len(key) + len(str(value))
+    for event in span.events:
+        size += 32 + len(event.name) + sum(len(k) + len(str(v)) for k, v in (event.attributes or {}).items())
+    return size + 48 * len(span.links)
 
 
 def create_otlp_exporter(settings: TelemetrySettings) -> SpanExporter:

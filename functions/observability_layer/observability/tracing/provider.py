@@ -75,9 +75,21 @@ class Tracing:
             return True
         self._observed.take_failures()
         self._batch.force_flush()
-        return self._observed.take_failures() == 0
+        if self._observed.take_failures():
+            return False
+        return self._observed.export_kept()  # spans of earlier failed exports, when nothing new carried them
+
+    @property
+    def kept_spans(self) -> int:
+        """Spans whose export failed, waiting for the collector to answer again."""
+        return self._observed.kept if self._observed is not None else 0
+
+    def take_dropped_spans(self) -> dict[str, int]:
+        """Spans given up since the last call (retention full, too many attempts), by reason."""
+        return self._observed.take_dropped() if self._observed is not None else {}
 
     def shutdown(self) -> None:
+        """Shut the provider down (Telemetry.shutdown flushes first: that export carries the kept spans too)."""
         self.provider.shutdown()
 
     @contextmanager

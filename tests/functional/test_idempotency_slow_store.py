@@ -14,9 +14,9 @@ import boto3
 import pytest
 from functional.test_ingest import api_request, base_env, call, cloud_event
 from localbus.processes import ManagedProcess, free_port
+from localbus.proxy import DelayingProxy, first_n
 from support.functions import load_function
 from support.kafka import header, read_topic
-from support.proxy import DelayingProxy, first_n
 
 pytestmark = pytest.mark.servers
 
@@ -74,15 +74,31 @@ def test_a_claim_whose_answer_came_late_is_still_ours(table, slow_proxy, monkeyp
     claims = store(table, slow_proxy.url, monkeypatch)
     key = {"source": "/shop", "id": uuid.uuid4().hex}
     claim = claims.claim(key, 30_000)
-    assert len(slow_proxy.requests_for(PUT_ITEM)) == 2, "botocore timed out and retried the PutItem"
+    assert len(slow_proxy.requests_for(PUT_ITEM)) >= 2, "botocore timed out and retried the PutItem"
     assert claim.state.value == "new", claim.detail
+
+
+def test_a_claim_the_store_never_answered_leaves_nothing_behind(table, dynamodb, monkeypatch):
+    """Every attempt of the conditional write lands but answers late: the claim reports the store unavailable
+    ("nothing was done"), so it must withdraw what landed, or a retry would meet an "in progress" claim."""
+    proxy = DelayingProxy(dynamodb, rule=first_n(PUT_ITEM, 10, LATE_S)).start()
+    try:
+        unseen = store(table, proxy.url, monkeypatch)
+        key = {"source": "/shop", "id": uuid.uuid4().hex}
+        assert unseen.claim(key, 30_000).state.value == "unavailable"
+        assert len(proxy.requests_for(PUT_ITEM)) >= 2, "botocore retried"
+    finally:
+        proxy.stop()
+    assert store(table, dynamodb, monkeypatch).claim(key, 30_000).state.value == "new", "the retry may go ahead"
 
 
 def test_another_owners_claim_is_still_in_progress_and_is_not_released_by_others(table, dynamodb, monkeypatch):
     mine, theirs = store(table, dynamodb, monkeypatch), store(table, dynamodb, monkeypatch)
     key = {"source": "/shop", "id": uuid.uuid4().hex}
     assert theirs.claim(key, 30_000).state.value == "new"
-    assert mine.claim(key, 30_000).state.value == "in_progress"
+    busy = mine.claim(key, 30_000)
+    assert busy.state.value == "in_progress"
+    assert busy.retry_after_s in (29, 30), "a retry is worth it once the other claim's hold ends"
     mine.release(key, "not mine to release")
     assert mine.claim(key, 30_000).state.value == "in_progress", "a release only ever deletes its own claim"
     theirs.complete(key, {"topic": "orders", "offset": 7})

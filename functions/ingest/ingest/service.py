@@ -90,7 +90,7 @@ class IngestService:
             self._result_of(event, record, claim, delivered.get(index))
             for index, (event, record, claim) in enumerate(zip(events, records, claims, strict=True))
         ]
-        self._raise_unless_all_accepted(results)
+        self._raise_unless_all_accepted(results, claims)
         return results
 
     def _claim_all(self, events: Sequence[BaseCloudEvent], deadline: float) -> list[Claim]:
@@ -136,10 +136,11 @@ class IngestService:
         return _result(event, FAILED, topic=record.topic, detail=BROKER_FAILED)
 
     @staticmethod
-    def _raise_unless_all_accepted(results: list[EventResult]) -> None:
+    def _raise_unless_all_accepted(results: list[EventResult], claims: list[Claim]) -> None:
         failed = [result for result in results if result.status == FAILED]
         unknown = [result for result in results if result.status == UNKNOWN_STATUS]
         in_progress = [result for result in results if result.status == IN_PROGRESS]
+        in_progress_claims = [claim for claim in claims if claim.state is ClaimState.IN_PROGRESS]
         payload = [result.as_dict() for result in results]
         if failed or unknown:
             parts = []
@@ -157,7 +158,7 @@ class IngestService:
             raise ConflictError(
                 f"{len(in_progress)} of {len(results)} events are being produced by another request; "
                 "retry them after Retry-After",
-                retry_after_s=1,
+                retry_after_s=max((claim.retry_after_s or 1 for claim in in_progress_claims), default=1),
                 errors=payload,
             )
 

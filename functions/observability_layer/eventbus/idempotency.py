@@ -15,6 +15,7 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -42,6 +43,7 @@ class Claim:
     state: ClaimState
     previous: dict[str, Any] | None = None  # the stored delivery of a duplicate
     detail: str | None = None
+    retry_after_s: int | None = None  # IN_PROGRESS: when the other claim's hold ends
 
 
 Key = Mapping[str, str]
@@ -140,7 +142,9 @@ class DynamoDBIdempotency:
 
     def claim(self, key: Key, hold_ms: int) -> Claim:
         item_id = self._item_id(key)
-        token = uuid.uuid4().hex
+        # a claim whose write may have landed unseen (the store did not answer) is retried with the same token
+        with self._lock:
+            token = self._tokens.get(item_id) or uuid.uuid4().hex
         now = time.time()
         try:
             self._client.put_item(
@@ -167,6 +171,8 @@ class DynamoDBIdempotency:
         except Exception as error:
             if _error_code(error) != "ConditionalCheckFailedException":  # down, throttled: do not work blind
                 logger.warning("idempotency claim %s failed", dict(key), exc_info=True)
+                self._remember(item_id, token)
+                self._withdraw(item_id, token)  # "nothing was done": a claim that landed unseen must not block
                 return Claim(ClaimState.UNAVAILABLE, detail=STORE_UNAVAILABLE)
             return self._existing(key, item_id, token, _old_item(error))
         self._remember(item_id, token)
@@ -187,13 +193,19 @@ class DynamoDBIdempotency:
         if _text(item, "claim") == token and _text(item, "status") == self.IN_PROGRESS:
             self._remember(item_id, token)  # botocore retried a write that had succeeded: it is ours
             return Claim(ClaimState.NEW)
+        self._forget(item_id)
         if _text(item, "status") == self.COMPLETED:
             try:
                 previous = json.loads(_text(item, "data") or "{}")
             except ValueError:
                 previous = {}
             return Claim(ClaimState.DUPLICATE, previous=previous if isinstance(previous, dict) else {})
-        return Claim(ClaimState.IN_PROGRESS, detail="another request is producing this event; retry later")
+        held_ms = _number(item, "in_progress_expiration") - time.time() * 1000
+        return Claim(
+            ClaimState.IN_PROGRESS,
+            detail="another request is producing this event; retry later",
+            retry_after_s=max(1, math.ceil(held_ms / 1000)),
+        )
 
     def complete(self, key: Key, result: dict[str, Any]) -> None:
         # the work is done: a failure to record it only risks doing it again later, never a loss
@@ -216,8 +228,11 @@ class DynamoDBIdempotency:
         """Delete this instance's own claim on `key` (never another owner's), so that a retry can do the work."""
         item_id = self._item_id(key)
         token = self._forget(item_id)
-        if token is None:
-            return
+        if token is not None and not self._withdraw(item_id, token):
+            logger.warning("idempotency claim %s not released (%s); it expires with its hold", dict(key), reason)
+
+    def _withdraw(self, item_id: str, token: str) -> bool:
+        """Delete the claim if it is still `token`'s; True unless the store did not answer."""
         try:
             self._client.delete_item(
                 TableName=self._table,
@@ -225,9 +240,9 @@ class DynamoDBIdempotency:
                 ConditionExpression="claim = :token",
                 ExpressionAttributeValues={":token": {"S": token}},
             )
-        except Exception as error:  # taken over after it expired, or the store is down: it expires on its own
-            if _error_code(error) != "ConditionalCheckFailedException":
-                logger.warning("idempotency claim %s not released (%s)", dict(key), reason, exc_info=True)
+        except Exception as error:  # taken over after it expired (fine), or the store is down: it expires anyway
+            return _error_code(error) == "ConditionalCheckFailedException"
+        return True
 
     def _remember(self, item_id: str, token: str) -> None:
         with self._lock:
@@ -252,6 +267,14 @@ def _old_item(error: Exception) -> Mapping[str, Any] | None:
     response = getattr(error, "response", None)
     item = response.get("Item") if isinstance(response, dict) else None
     return item if isinstance(item, Mapping) else None
+
+
+def _number(item: Mapping[str, Any], name: str) -> float:
+    value = item.get(name)
+    try:
+        return float(value.get("N", 0)) if isinstance(value, Mapping) else 0.0
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _text(item: Mapping[str, Any], name: str) -> str | None:

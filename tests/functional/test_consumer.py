@@ -326,6 +326,42 @@ class TestFailures:
         assert "failed 2 times" in letter["reason"]
         assert letter["event"]["id"] == events[0]["id"]
 
+    def test_before_the_mapping_gives_up_the_consumer_settles_the_records_itself_with_reasons(
+        self, kafka_bootstrap, aws, monkeypatch
+    ):
+        """The mapping retries a record EVENT_SOURCE_MAX_RETRY_ATTEMPTS times, then sends it to its on-failure
+        destination without a reason. On a record's last invocation the consumer delivers what it can and
+        dead-letters the rest with the reason, also behind an earlier failure of its partition."""
+        down = f"http://127.0.0.1:{free_port()}/hook"
+        queue = {"name": "queue", "match": {"type": "*"}, "target": {"type": "sqs", "url": aws.target_queue}}
+        hook = {"name": "hook", "match": {"type": "*"}, "target": {"type": "webhook", "url": down}}
+        env = consumer_env(
+            kafka_bootstrap,
+            aws,
+            json.dumps([queue, hook]),
+            MAX_DELIVERY_ATTEMPTS="5",
+            EVENT_SOURCE_MAX_RETRY_ATTEMPTS="1",
+        )
+        consumer = load_consumer(monkeypatch, env)
+        events = [{"specversion": "1.0", "id": f"e-last-{n}", "type": "x", "source": "/s"} for n in range(2)]
+        batch = lambda_event(
+            [raw_record("orders", n + 1, json.dumps(event).encode()) for n, event in enumerate(events)]
+        )
+
+        first = consumer.handler(batch, LambdaContext(function_name="consumer"))
+        assert len(first["batchItemFailures"]) == 2, "the failure and the record behind it, for order"
+        assert [json.loads(m["Body"])["id"] for m in aws.messages(aws.target_queue)] == ["e-last-0"]
+
+        last = consumer.handler(batch, LambdaContext(function_name="consumer"))  # the mapping's last retry
+        assert last == {"batchItemFailures": []}, "nothing left for the mapping to give up on"
+        assert [json.loads(m["Body"])["id"] for m in aws.messages(aws.target_queue)] == ["e-last-1"]
+        letters = sorted((json.loads(m["Body"]) for m in aws.messages(aws.dlq)), key=lambda letter: letter["offset"])
+        assert [(letter["event"]["id"], letter["subscription"]) for letter in letters] == [
+            ("e-last-0", "hook"),
+            ("e-last-1", "hook"),
+        ]
+        assert all("the event source mapping retries the record no more" in letter["reason"] for letter in letters)
+
     def test_a_refusing_webhook_is_dead_lettered_at_once(self, kafka_bootstrap, aws, webhook, monkeypatch):
         webhook.status = 422
         events = [payment()]

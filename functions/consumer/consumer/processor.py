@@ -11,6 +11,12 @@ dead-lettered, never dropped silently.
 - A delivery whose idempotency claim is not granted (another delivery holds it, or the store does not answer)
   is deferred with a log line and retried; a store that still fails after MAX_DELIVERY_ATTEMPTS sends the
   record to the DLQ for that subscription with the reason.
+- The mapping gives up on a record it delivered MaximumRetryAttempts + 1 times, and its on-failure letter says
+  nothing of why. The consumer counts how often it reported each record for retry (in this execution
+  environment); on the invocation that is the record's last (EVENT_SOURCE_MAX_RETRY_ATTEMPTS reached), it
+  settles the record itself: delivered where its targets take it, dead-lettered with the reason where they do
+  not, even when an earlier record of its partition failed (that one is settled by then: it was reported more
+  often).
 - When the DLQ itself cannot be written, the record is reported for retry: it is never lost.
 
 Powertools' BatchProcessor (EventType.Kafka) walks the records in order and builds the partial response.
@@ -21,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -55,6 +61,7 @@ class BatchContext:
     deadline: float  # time.monotonic() by which record processing must stop
     blocked: set[str]  # partitions with an earlier failure in this batch
     out_of_time: bool = False
+    last_chance: set[tuple[str, int]] = field(default_factory=set)  # records the mapping will not retry again
 
     def time_left_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
@@ -78,6 +85,8 @@ class Processor:
         # delivery attempts per (partition, offset, subscription) in this execution environment; the mapping's
         # MaximumRetryAttempts and MaximumRecordAgeInSeconds bound retries across environments
         self._attempts: OrderedDict[tuple[str, int, str], int] = OrderedDict()
+        # how often this environment reported each (partition, offset) for retry: the mapping's count of it
+        self._reported: OrderedDict[tuple[str, int], int] = OrderedDict()
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         records = _records(event)
@@ -95,7 +104,9 @@ class Processor:
         time_left = context.get_remaining_time_in_millis() / 1000 if context is not None else 60.0
         # stop starting records while one more slow delivery and the telemetry flush still fit
         reserve = self.settings.webhook_timeout_s + self.telemetry.settings.flush_timeout_s + RESPONSE_RESERVE_S
-        batch = BatchContext(deadline=time.monotonic() + time_left - reserve, blocked=set())
+        batch = BatchContext(
+            deadline=time.monotonic() + time_left - reserve, blocked=set(), last_chance=self._last_chances(records)
+        )
         contexts_by_record = {id(record): ctx for record, ctx in zip(records, producer_contexts, strict=True)}
         with self.telemetry.span(
             f"process {attributes['messaging.destination.name']!s}",
@@ -109,13 +120,37 @@ class Processor:
                 self._process(raw, contexts_by_record.get(id(raw), Context()), batch)
 
             processor = BatchProcessor(event_type=EventType.Kafka, raise_on_entire_batch_failure=False)
-            return dict(process_partial_response(event=dict(event), record_handler=record_handler, processor=processor))
+            response = dict(
+                process_partial_response(event=dict(event), record_handler=record_handler, processor=processor)
+            )
+        self._remember_reported(records, response)
+        return response
+
+    def _last_chances(self, records: Sequence[Mapping[str, Any]]) -> set[tuple[str, int]]:
+        limit = self.settings.mapping_retry_attempts
+        if limit is None:
+            return set()
+        return {position for position in map(_position, records) if self._reported.get(position, 0) >= limit}
+
+    def _remember_reported(self, records: Sequence[Mapping[str, Any]], response: Mapping[str, Any]) -> None:
+        failed = {
+            (str(failure["itemIdentifier"]["partition"]), int(failure["itemIdentifier"]["offset"]))
+            for failure in response.get("batchItemFailures", [])
+        }
+        for position in map(_position, records):
+            if position in failed:
+                self._reported[position] = self._reported.get(position, 0) + 1
+                self._reported.move_to_end(position)
+            else:
+                self._reported.pop(position, None)
+        while len(self._reported) > MAX_TRACKED_ATTEMPTS:
+            self._reported.popitem(last=False)
 
     # one record
 
     def _process(self, record: Mapping[str, Any], producer_context: Context, batch: BatchContext) -> None:
         partition_id = f"{record.get('topic')}-{record.get('partition')}"
-        if partition_id in batch.blocked:
+        if partition_id in batch.blocked and _position(record) not in batch.last_chance:
             raise RetryRecordError(f"an earlier record of {partition_id} is being retried; order is kept")
         if batch.out_of_time or batch.time_left_s() <= 0:
             batch.out_of_time = True  # the rest of the batch comes back in the next invocation
@@ -199,7 +234,7 @@ class Processor:
             self._count(subscription, DUPLICATE, 0.0)
             return DUPLICATE
         if claim.state is not ClaimState.NEW:  # being delivered elsewhere, or the store is down: later
-            outcome = self._deferred(subscription, raw, event, claim)
+            outcome = self._deferred(subscription, raw, event, claim, batch)
             self._count(subscription, outcome, 0.0)
             return outcome
         started = time.perf_counter()
@@ -213,7 +248,7 @@ class Processor:
             except Exception as error:
                 failure = error if isinstance(error, DeliveryError) else _unexpected(error)
                 span.set_status(Status(StatusCode.ERROR, failure.reason[:256]))
-                outcome = self._after_failure(subscription, raw, event, failure)
+                outcome = self._after_failure(subscription, raw, event, failure, batch)
                 if outcome == DEAD_LETTERED:  # settled: a redelivery must not send it, or dead-letter it, again
                     self._idempotency.complete(key, {"dead_lettered_at": time.time(), "reason": failure.reason})
                 else:
@@ -224,7 +259,9 @@ class Processor:
         self._count(subscription, DELIVERED, time.perf_counter() - started)
         return DELIVERED
 
-    def _deferred(self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, claim: Claim) -> str:
+    def _deferred(
+        self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, claim: Claim, batch: BatchContext
+    ) -> str:
         """The claim was not granted: say so, and retry. Another delivery's claim is waited out (it expires with
         its invocation); a store that keeps failing ends, after MAX_DELIVERY_ATTEMPTS, in the DLQ with why."""
         attempts = self._attempt(raw, subscription)
@@ -238,7 +275,9 @@ class Processor:
             detail,
             extra={"fields": {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset}},
         )
-        if claim.state is not ClaimState.UNAVAILABLE or attempts < self.settings.max_delivery_attempts:
+        last_chance = (raw.partition_id, raw.offset) in batch.last_chance
+        exhausted = claim.state is ClaimState.UNAVAILABLE and attempts >= self.settings.max_delivery_attempts
+        if not (exhausted or last_chance):
             return RETRY
         reason = f"delivery to {subscription.name} deferred {attempts} times: {detail}"
         context = {"event_type": event.get_type(), "source": event.get_source(), "event_id": event.get_id()}
@@ -255,7 +294,12 @@ class Processor:
         return DEAD_LETTERED if self._dead_letter(letter) else RETRY
 
     def _after_failure(
-        self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, failure: DeliveryError
+        self,
+        subscription: Subscription,
+        raw: RawRecord,
+        event: BaseCloudEvent,
+        failure: DeliveryError,
+        batch: BatchContext,
     ) -> str:
         attempts = self._attempt(raw, subscription)
         context = {
@@ -270,9 +314,12 @@ class Processor:
             "transient": failure.transient,
         }
         event_id = self.telemetry.capture_error(failure, "consumer", f"deliver {subscription.name}", context)
-        if failure.transient and attempts < self.settings.max_delivery_attempts:
+        last_chance = (raw.partition_id, raw.offset) in batch.last_chance
+        if failure.transient and attempts < self.settings.max_delivery_attempts and not last_chance:
             return RETRY
         why = "refused" if not failure.transient else f"failed {attempts} times"
+        if failure.transient and last_chance and attempts < self.settings.max_delivery_attempts:
+            why += " (the event source mapping retries the record no more)"
         letter = DeadLetter.of(
             raw,
             f"delivery to {subscription.name} {why}: {failure.reason}",
@@ -305,6 +352,12 @@ class Processor:
         self.telemetry.metrics.inc("deliveries_total", 1.0, outcome=outcome, **labels)
         if outcome not in (DUPLICATE,):
             self.telemetry.metrics.observe("delivery_duration_seconds", seconds, **labels)
+
+
+def _position(record: Mapping[str, Any]) -> tuple[str, int]:
+    """(`<topic>-<partition>`, offset): how the partial batch response names a record."""
+    offset = record.get("offset")
+    return f"{record.get('topic')}-{record.get('partition')}", offset if isinstance(offset, int) else -1
 
 
 def _unexpected(error: Exception) -> DeliveryError:

@@ -20,6 +20,10 @@ class ConsumerSettings:
     idempotency_table: str | None = None
     idempotency_ttl_s: int = 24 * 3600
     max_delivery_attempts: int = 3
+    mapping_retry_attempts: int | None = None
+    """The event source mapping's MaximumRetryAttempts: on the invocation where a record has used them up, the
+    consumer settles it itself (delivers, or dead-letters with the reason) rather than let the mapping's
+    on-failure destination take it without one. None: the mapping retries without bound."""
     max_record_bytes: int = 1_000_000
     webhook_timeout_s: float = 2.0
     webhook_secret: str | None = None
@@ -44,6 +48,9 @@ class ConsumerSettings:
             idempotency_table=env.raw("IDEMPOTENCY_TABLE"),
             idempotency_ttl_s=env.integer("IDEMPOTENCY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600),
             max_delivery_attempts=env.integer("MAX_DELIVERY_ATTEMPTS", 3, 1, 100),
+            mapping_retry_attempts=env.integer("EVENT_SOURCE_MAX_RETRY_ATTEMPTS", -1, -1, 10_000)
+            if env.raw("EVENT_SOURCE_MAX_RETRY_ATTEMPTS") not in (None, "-1")
+            else None,
             max_record_bytes=env.integer("MAX_RECORD_BYTES", 1_000_000, 1024, 100 * 1024 * 1024),
             webhook_timeout_s=env.integer("WEBHOOK_TIMEOUT_MS", 2000, 10, 60_000) / 1000,
             webhook_secret=env.raw("WEBHOOK_SECRET"),

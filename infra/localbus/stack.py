@@ -3,6 +3,7 @@
     PYTHONPATH=infra python -m localbus.stack up       # servers + LocalStack, in the background
     PYTHONPATH=infra python -m localbus.stack deploy   # sam build + samlocal deploy (samconfig.toml's `local`)
     PYTHONPATH=infra python -m localbus.stack status   # each piece: state, address, pid, log file
+    PYTHONPATH=infra python -m localbus.stack hold otlp 10   # keep a piece down for 10 s (a fault, by hand)
     PYTHONPATH=infra python -m localbus.stack down     # stop everything `up` started, by PID
 
 `up` starts a supervisor process in a session of its own; it owns every piece as its child, so a Ctrl-C in the
@@ -11,7 +12,14 @@ then LocalStack (which stops the Lambda environments), the webhook receiver, Pro
 tansu. Everything binds 127.0.0.1 on free ports; the addresses are in `<state dir>/state.json` and every log is
 under `<state dir>/logs/` (the Lambda environments' own under `logs/lambda/`).
 
-The pieces: tansu (Kafka), rotel (OTLP receiver, spans to the `otlp_traces` topic), the Pushgateway and Prometheus,
+A piece that dies is started again at the same address (at most MAX_RESTARTS times in RESTART_WINDOW_S; then it is
+left down and `status` says so), and every restart is logged in `logs/stack.log`. What a restart keeps: the broker's
+topics, records and committed offsets (its storage is SeaweedFS, under `<state dir>/kafka`), the Pushgateway's
+groups (its persistence file); not LocalStack's state, which lives in memory: after LocalStack restarts,
+`make deploy` brings the bus back. All of it lives as long as the stack: `up` starts empty.
+
+The pieces: SeaweedFS (the broker's storage), tansu (Kafka), rotel (OTLP receiver, spans to the `otlp_traces` topic),
+the Pushgateway and Prometheus,
 LocalStack with the project's plugins (host Lambda executor, DynamoDB from moto), a webhook receiver that checks the
 bus's HMAC signatures and records each delivery (the local subscribers' endpoint), and, once deployed, the Kafka
 trigger that stands in for the Kafka event source mappings (localbus.kafka_trigger).
@@ -25,13 +33,14 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,9 +56,13 @@ from localbus.wiring import create_topics, local_parameters, prepare_targets
 DEFAULT_STATE_DIR = REPO / ".local" / "stack"
 STATE_FILE = "state.json"  # written by the supervisor only: the pieces, their pids and addresses
 DEPLOYMENT_FILE = "deployment.json"  # written by a deploy only: the stack's outputs, resources and parameters
+HOLDS_FILE = "holds.json"  # written by `hold` only (fault runs): pieces kept down until a time
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 TRIGGER_RESTART_S = 5.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 300.0
+"""A piece that dies is started again at its address, at most MAX_RESTARTS times in RESTART_WINDOW_S."""
 
 
 class StackError(RuntimeError):
@@ -63,6 +76,8 @@ class Piece:
     start_time: int
     address: str
     log: str
+    restarts: int = 0  # how often the supervisor started it again after it died
+    failed: str = ""  # why it is left down (it kept dying)
 
     def alive(self) -> bool:
         return bool(running({self.pid: self.start_time}))
@@ -126,10 +141,26 @@ def piece(name: str, process: ManagedProcess, address: str) -> Piece:
 
 
 @dataclass
+class Watched:
+    """A piece the supervisor restarts when it dies: how to start it again where its clients look for it, and the
+    restarts it already had (bounded: a piece that keeps dying is left down, and `status` says so)."""
+
+    name: str
+    server: Any  # its `process` is a ManagedProcess; it has stop()
+    restart: Callable[[], Any]
+    address: str
+    restarts: list[float] = field(default_factory=list)  # time.monotonic() of each
+    given_up: bool = False
+    held: bool = False  # stopped on purpose (`hold`), not dead
+
+
+@dataclass
 class Supervisor:
     state_dir: Path
     stopping: threading.Event = field(default_factory=threading.Event)
     servers: list[Any] = field(default_factory=list)  # anything with stop(), in start order
+    watched: dict[str, Watched] = field(default_factory=dict)
+    state: StackState | None = None
     trigger: ManagedProcess | None = None
     trigger_for: str = ""
     trigger_started: float = 0.0
@@ -146,44 +177,152 @@ class Supervisor:
             Piece("supervisor", me, start_time(me) or 0, "", str(self.logs / "stack.log")),
             webhook_secret=secrets.token_hex(16),
         )
-        kafka = servers.start_tansu(self.logs)
-        self.servers.append(kafka)
-        state.pieces["kafka"] = piece("kafka", kafka.process, kafka.url)
+        self.state = state
+        # the broker's records live as long as the stack: a restarted broker keeps them, a new stack starts empty
+        kafka_data = self.state_dir / "kafka"
+        shutil.rmtree(kafka_data, ignore_errors=True)
+        store = servers.start_object_store(self.logs, kafka_data)
+        self._watch(
+            "object-store",
+            store,
+            store.url,
+            lambda: servers.start_object_store(self.logs, kafka_data, ports=store.ports),
+        )
+        kafka = servers.start_tansu(self.logs, object_store=store.url)
+        kafka_port = int(kafka.url.rsplit(":", 1)[1])
+        self._watch(
+            "kafka", kafka, kafka.url, lambda: servers.start_tansu(self.logs, port=kafka_port, object_store=store.url)
+        )
         otlp = servers.start_rotel(self.logs, kafka.url)
         otlp.store.close()  # readers make their own; the supervisor only runs the receiver
-        self.servers.append(otlp)
-        state.pieces["otlp"] = piece("otlp", otlp.process, otlp.http_endpoint)
-        pushgateway = servers.start_pushgateway(self.logs)
-        self.servers.append(pushgateway)
-        state.pieces["pushgateway"] = piece("pushgateway", pushgateway.process, pushgateway.url)
+        rotel_ports = (int(otlp.grpc_endpoint.rsplit(":", 1)[1]), int(otlp.http_endpoint.rsplit(":", 1)[1]))
+        self._watch(
+            "otlp",
+            otlp,
+            otlp.http_endpoint,
+            lambda: _without_store(servers.start_rotel(self.logs, kafka.url, ports=rotel_ports)),
+        )
+        groups = self.state_dir / "pushgateway.db"
+        groups.unlink(missing_ok=True)
+        pushgateway = servers.start_pushgateway(self.logs, persistence_file=groups)
+        pushgateway_port = int(pushgateway.url.rsplit(":", 1)[1])
+        self._watch(
+            "pushgateway",
+            pushgateway,
+            pushgateway.url,
+            lambda: servers.start_pushgateway(self.logs, port=pushgateway_port, persistence_file=groups),
+        )
         prometheus = servers.start_prometheus(self.logs, self.state_dir / "prometheus", pushgateway.url)
-        self.servers.append(prometheus)
-        state.pieces["prometheus"] = piece("prometheus", prometheus.process, prometheus.url)
+        prometheus_port = int(prometheus.url.rsplit(":", 1)[1])
+        self._watch(
+            "prometheus",
+            prometheus,
+            prometheus.url,
+            lambda: servers.start_prometheus(
+                self.logs, self.state_dir / "prometheus", pushgateway.url, port=prometheus_port
+            ),
+        )
         webhook = WebhookReceiver(state.webhook_secret, record_to=self.state_dir / "webhook.jsonl")
         webhook.start()
         self.servers.append(webhook)
         state.pieces["webhook"] = Piece("webhook", me, start_time(me) or 0, webhook.url, "")
+        localstack_env = {
+            "LOCALBUS_LAMBDA_PYTHON": str(lambda_python()),
+            "LOCALBUS_LAMBDA_LOG_DIR": str(self.logs / "lambda"),
+        }
         localstack = start_localstack(
-            self.logs,
-            self.state_dir / "localstack",
-            localstack_python(),
-            extra_env={
-                "LOCALBUS_LAMBDA_PYTHON": str(lambda_python()),
-                "LOCALBUS_LAMBDA_LOG_DIR": str(self.logs / "lambda"),
-            },
+            self.logs, self.state_dir / "localstack", localstack_python(), extra_env=localstack_env
         )
-        self.servers.append(localstack)
-        state.pieces["localstack"] = piece("localstack", localstack.process, localstack.url)
+        localstack_port = int(localstack.url.rsplit(":", 1)[1])
+        # a restarted LocalStack is empty (its state lives in memory): `make deploy` brings the bus back
+        self._watch(
+            "localstack",
+            localstack,
+            localstack.url,
+            lambda: start_localstack(
+                self.logs, self.state_dir / "localstack", localstack_python(), localstack_port, localstack_env
+            ),
+        )
         state.save()
         return state
 
+    def _watch(self, name: str, server: Any, address: str, restart: Callable[[], Any]) -> None:  # noqa: ANN401
+        self.servers.append(server)
+        self.watched[name] = Watched(name, server, restart, address)
+        self._started().pieces[name] = piece(name, server.process, address)
+
+    def _started(self) -> StackState:
+        if self.state is None:
+            raise StackError("the supervisor has not started the stack")
+        return self.state
+
     def run(self) -> None:
-        """Until SIGTERM: (re)start the Kafka trigger whenever a deployment is recorded."""
+        """Until SIGTERM: restart a piece that died, and (re)start the Kafka trigger whenever a deployment is
+        recorded."""
         while not self.stopping.wait(0.5):
-            try:
-                self.watch_deployment()
-            except Exception:  # one bad round must not stop the stack: it is logged and tried again
-                logging.getLogger("localbus.stack").exception("supervisor round failed")
+            for step in (self.watch_servers, self.watch_deployment):
+                try:
+                    step()
+                except Exception:  # one bad round must not stop the stack: it is logged and tried again
+                    logging.getLogger("localbus.stack").exception("supervisor round failed")
+
+    def watch_servers(self) -> None:
+        holds = read_holds(self.state_dir)
+        for watched in self.watched.values():
+            if self.stopping.is_set():
+                return
+            alive = watched.server.process.process.poll() is None
+            if holds.get(watched.name, 0.0) > time.time():
+                if alive:  # a fault run asked for it to be down
+                    logging.getLogger("localbus.stack").warning("%s held down (a fault run asked)", watched.name)
+                    watched.server.stop()
+                watched.held = True
+                continue
+            if watched.held:  # the hold is over: starting it again is not a crash's restart
+                watched.held = False
+                watched.restarts.clear()
+            if watched.given_up or alive:
+                continue
+            self._restart(watched)
+
+    def _restart(self, watched: Watched) -> None:
+        log = logging.getLogger("localbus.stack")
+        code = watched.server.process.process.poll()
+        now = time.monotonic()
+        watched.restarts = [moment for moment in watched.restarts if now - moment < RESTART_WINDOW_S]
+        if len(watched.restarts) >= MAX_RESTARTS:
+            watched.given_up = True
+            log.error(
+                "%s exited (code %s) after %d restarts in %.0f s: left down; see %s",
+                watched.name,
+                code,
+                len(watched.restarts),
+                RESTART_WINDOW_S,
+                watched.server.process.log_path,
+            )
+            self._record(watched.name, failed=f"exited {len(watched.restarts) + 1} times; left down")
+            return
+        log.warning("%s exited (code %s): restarting it at %s", watched.name, code, watched.address)
+        watched.restarts.append(now)
+        try:
+            server = watched.restart()
+        except Exception:
+            log.exception("%s did not start again; trying again in a moment", watched.name)
+            return
+        index = next(i for i, running in enumerate(self.servers) if running is watched.server)
+        self.servers[index] = watched.server = server
+        self._record(watched.name, restarts=len(watched.restarts))
+        if watched.name == "localstack":
+            log.warning("LocalStack started again without its state: run `make deploy` to bring the bus back")
+
+    def _record(self, name: str, *, restarts: int | None = None, failed: str = "") -> None:
+        state = self._started()
+        watched = self.watched[name]
+        updated = piece(name, watched.server.process, watched.address)
+        updated.restarts = len(watched.restarts) if restarts is None else restarts
+        updated.failed = failed
+        state.pieces[name] = updated
+        state.save()
 
     def watch_deployment(self) -> None:
         state = StackState.load(self.state_dir)
@@ -200,6 +339,8 @@ class Supervisor:
     def start_trigger(self, state: StackState, deployment: dict[str, Any]) -> None:
         if self.trigger is not None:
             self.trigger.stop()
+        if self.state is not None:  # the pieces as this supervisor knows them (pids change on a restart)
+            state.pieces.update(self.state.pieces)
         argv = [
             sys.executable,
             "-m",
@@ -230,6 +371,11 @@ class Supervisor:
                 server.stop()
 
 
+def _without_store(receiver: servers.OtlpReceiver) -> servers.OtlpReceiver:
+    receiver.store.close()  # readers make their own; the supervisor only runs the receiver
+    return receiver
+
+
 def serve(state_dir: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     supervisor = Supervisor(state_dir)
@@ -240,13 +386,32 @@ def serve(state_dir: Path) -> int:
         supervisor.run()
     finally:
         supervisor.stop()
-        for stale in (STATE_FILE, DEPLOYMENT_FILE):
+        for stale in (STATE_FILE, DEPLOYMENT_FILE, HOLDS_FILE):
             with contextlib.suppress(OSError):
                 (state_dir / stale).unlink()
     return 0
 
 
 # --- the commands ----------------------------------------------------------------------------------------------
+
+
+def hold(state_dir: Path, name: str, seconds: float) -> None:
+    """Keep a piece of the running stack down for `seconds` (the supervisor stops it, then starts it again at its
+    address once the time is up): a fault for the fault suite, or to see the bus cope with it by hand."""
+    state = current(state_dir)
+    if state is None or name not in state.pieces:
+        raise StackError(f"no running piece {name!r}: run `make up` first (pieces: see `make status`)")
+    holds = {piece: until for piece, until in read_holds(state_dir).items() if until > time.time()}
+    holds[name] = time.time() + seconds
+    write_json(state_dir / HOLDS_FILE, holds)
+
+
+def read_holds(state_dir: Path) -> dict[str, float]:
+    try:
+        raw = json.loads((state_dir / HOLDS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(name): float(until) for name, until in raw.items()} if isinstance(raw, dict) else {}
 
 
 def current(state_dir: Path) -> StackState | None:
@@ -264,7 +429,7 @@ def up(state_dir: Path = DEFAULT_STATE_DIR) -> StackState:
         return state
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "logs").mkdir(exist_ok=True)
-    for stale in (STATE_FILE, DEPLOYMENT_FILE):  # a new LocalStack has no deployment
+    for stale in (STATE_FILE, DEPLOYMENT_FILE, HOLDS_FILE):  # a new LocalStack has no deployment
         with contextlib.suppress(OSError):
             (state_dir / stale).unlink()
     log = (state_dir / "logs" / "stack.log").open("ab")
@@ -362,12 +527,14 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> list[Row]:
     rows = []
     for item in [state.supervisor, *state.pieces.values()]:
         listening = _listening(item.address)
-        if not item.alive():
+        if item.failed:
+            condition = "left down"  # it kept dying: its log says why
+        elif not item.alive():
             condition = "stopped"
         elif listening is False:
             condition = "not answering"
         else:
-            condition = "running"
+            condition = f"running, restarted {item.restarts}x" if item.restarts else "running"
         rows.append(Row(item.name, condition, item.address, item.pid, item.log))
     if state.deployment:
         outputs = state.deployment["outputs"]
@@ -393,16 +560,25 @@ def print_status(rows: list[Row], state_dir: Path) -> None:
     width = max(len(row.name) for row in rows)
     for row in rows:
         pid = f"pid {row.pid}" if row.pid else ""
-        print(f"  {row.name:<{width}}  {row.state:<13} {row.address:<55} {pid:<10} {row.log}")
+        print(f"  {row.name:<{width}}  {row.state:<24} {row.address:<55} {pid:<10} {row.log}")
 
 
 def iter_args(argv: list[str] | None) -> Iterator[argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m localbus.stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "deploy", "status", "down", "serve"])
+    parser.add_argument("command", choices=["up", "deploy", "status", "down", "hold", "serve"])
+    parser.add_argument("hold", nargs="*", metavar="PIECE SECONDS", help="hold: keep a piece down for SECONDS")
     parser.add_argument(
         "--state-dir", type=Path, default=Path(os.environ.get("LOCALBUS_STATE_DIR") or DEFAULT_STATE_DIR)
     )
     yield parser.parse_args(argv)
+
+
+def _hold_arguments(values: list[str]) -> tuple[str, float]:
+    try:
+        name, seconds = values
+        return name, float(seconds)
+    except ValueError:
+        raise StackError("hold takes a piece and a number of seconds, e.g. `hold otlp 10`") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deployed {deployment.stack_name} in {deployment.seconds:.1f} s; API at {deployment.api_url}")
         elif args.command == "status":
             print_status(status(state_dir), state_dir)
+        elif args.command == "hold":
+            name, seconds = _hold_arguments(args.hold)
+            hold(state_dir, name, seconds)
+            print(f"{name} is held down for {seconds:g} s")
         elif args.command == "down":
             killed = down(state_dir)
             print("stopped" + (f" (killed leftovers: {', '.join(killed)})" if killed else ""))

@@ -1,0 +1,89 @@
+"""The local stack's supervisor heals: a piece that dies is started again at its address (logged, counted in
+state.json), a piece held down for a fault run stays down until the hold ends, and a piece that keeps dying is
+left down with the reason instead of being restarted forever."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from localbus import stack
+from localbus.processes import ManagedProcess, free_port
+
+pytestmark = pytest.mark.servers
+
+
+class Sleeper:
+    """A server stand-in: a real process listening on a fixed port."""
+
+    def __init__(self, log_dir: Path, port: int) -> None:
+        code = f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(600)"
+        self.process = ManagedProcess.start("sleeper", [sys.executable, "-c", code], log_dir=log_dir, wait_ports=[port])
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Iterator[stack.Supervisor]:
+    (tmp_path / "logs").mkdir()
+    supervisor = stack.Supervisor(tmp_path)
+    me = stack.Piece("supervisor", 0, 0, "", "")
+    supervisor.state = stack.StackState(str(tmp_path), me)
+    yield supervisor
+    supervisor.stop()
+
+
+def test_a_dead_piece_is_started_again_at_its_address(supervisor, tmp_path):
+    port = free_port()
+    first = Sleeper(tmp_path / "logs", port)
+    supervisor._watch("sleeper", first, f"127.0.0.1:{port}", lambda: Sleeper(tmp_path / "logs", port))
+    first.process.process.kill()
+    first.process.process.wait()
+    supervisor.watch_servers()
+    restarted = supervisor.watched["sleeper"].server
+    assert restarted is not first
+    assert restarted.process.process.poll() is None
+    saved = stack.StackState.load(tmp_path)
+    assert saved is not None
+    assert (saved.pieces["sleeper"].pid, saved.pieces["sleeper"].restarts) == (restarted.process.process.pid, 1)
+
+
+def test_a_held_piece_stays_down_until_the_hold_ends_and_that_is_no_crash(supervisor, tmp_path, monkeypatch):
+    port = free_port()
+    supervisor._watch(
+        "sleeper", Sleeper(tmp_path / "logs", port), f"127.0.0.1:{port}", lambda: Sleeper(tmp_path / "logs", port)
+    )
+    monkeypatch.setattr(stack, "current", lambda state_dir: supervisor.state)
+    stack.hold(tmp_path, "sleeper", 0.6)
+    supervisor.watch_servers()
+    held = supervisor.watched["sleeper"]
+    assert held.server.process.process.poll() is not None, "stopped for the hold"
+    supervisor.watch_servers()
+    assert held.server.process.process.poll() is not None, "not started again while held"
+    time.sleep(0.7)
+    supervisor.watch_servers()
+    assert held.server.process.process.poll() is None, "started again once the hold is over"
+    assert held.restarts == [held.restarts[0]], "counted as one start, not as a crash before it"
+
+
+def test_a_piece_that_keeps_dying_is_left_down_with_the_reason(supervisor, tmp_path):
+    port = free_port()
+
+    def broken() -> Sleeper:
+        raise RuntimeError("port taken")
+
+    first = Sleeper(tmp_path / "logs", port)
+    supervisor._watch("sleeper", first, f"127.0.0.1:{port}", broken)
+    first.stop()
+    for _ in range(stack.MAX_RESTARTS + 2):
+        supervisor.watch_servers()
+    watched = supervisor.watched["sleeper"]
+    assert watched.given_up
+    assert len(watched.restarts) == stack.MAX_RESTARTS
+    saved = stack.StackState.load(tmp_path)
+    assert saved is not None
+    assert saved.pieces["sleeper"].failed.endswith("left down")

@@ -106,6 +106,10 @@ invoke:  ## invoke a deployed function with a sample event: make invoke FUNCTION
 stop:  ## stop the whole local stack (by the PIDs it recorded)
 	@$(LOCALBUS) localbus.stack down
 
+.PHONY: faults
+faults:  ## the fault matrix against the running stack (make up deploy first): a table row per scenario (ARGS=poison)
+	@$(LOCALBUS) localbus.faults $(ARGS)
+
 .PHONY: bench
 bench: system-deps $(BENCH_VENV)/.installed  ## benchmarks against Powertools, OTel's Lambda layer, Sentry (ARGS=--quick)
 	$(BENCH_VENV)/bin/python tests/perf/bench_layer.py $(ARGS)

@@ -43,7 +43,8 @@ class DelayingProxy:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "start() first"
+        if self._server is None:
+            raise RuntimeError("the proxy is not started: call start() first")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> DelayingProxy:
@@ -59,7 +60,7 @@ class DelayingProxy:
                 with proxy._lock:
                     proxy.seen.append(seen)
                     delay = proxy.rule(seen)
-                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                upstream = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=60)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                     upstream.request(self.command, self.path, body=body, headers=headers)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from localbus import stack
 from localbus.client import LocalBus
+from localbus.ledger import Reconciliation
 from localbus.processes import process_tree, processes_mentioning, running
 
 
@@ -35,3 +36,22 @@ def bus(bus_state_dir: Path, sam_build_dir: Path) -> Iterator[LocalBus]:
     assert not left, f"processes of the local stack still running after stop: {left}"
     strays = processes_mentioning(str(bus_state_dir))  # the Lambda runtimes' LAMBDA_TASK_ROOT is under it
     assert not strays, f"processes of the local stack's folder still running after stop: {strays}"
+
+
+FAULT_ROWS = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture(scope="session")
+def fault_rows(request: pytest.FixtureRequest) -> list[str]:
+    """The fault matrix's table rows, printed at the end of the run."""
+    rows: list[str] = []
+    request.config.stash[FAULT_ROWS] = rows
+    return rows
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    rows = config.stash.get(FAULT_ROWS, [])
+    if rows:
+        terminalreporter.section("fault matrix (tests/e2e/test_faults.py)")
+        for line in (Reconciliation.HEADER, "|" + "---|" * (Reconciliation.HEADER.count("|") - 1), *rows):
+            terminalreporter.write_line(line)

@@ -1,0 +1,268 @@
+"""The fault matrix: real traffic through the deployed local bus, one real fault at a time, and a ledger of every
+event (localbus.ledger) that says where each ended. A scenario passes when nothing accepted is lost, nothing is
+delivered twice to a subscription, every dead letter says why, and no answer is a 5xx other than 503.
+
+    make faults ARGS="[SCENARIO ...] [--events N]"   # against the running stack (make up deploy)
+
+prints one table row per scenario. The faults are real: the broker SIGKILLed (the supervisor starts it again on
+its durable storage), a proxy answering DynamoDB's writes late, the Pushgateway and the OTLP receiver held down
+(`stack.hold`) or frozen (SIGSTOP), the webhook answering 503, poison records written straight to a consumed
+topic. The traffic pauses while the broker is killed: tansu loses acknowledged records when it is killed in the
+middle of a produce (it advances its sequence before it stores the batch), a defect of the local broker that
+the README's guarantees section states, not one of the bus's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from localbus import stack
+from localbus.client import LocalBus, wait_until
+from localbus.ledger import Ledger, Reconciliation
+from localbus.proxy import DelayingProxy, Seen
+
+PUT_ITEM = "DynamoDB_20120810.PutItem"
+LATE_S = 1.5  # past the functions' 1 s DynamoDB read timeout: botocore retries a write that succeeded
+OUTAGE_S = 10.0
+
+
+@dataclass
+class Run:
+    """One scenario's run: the bus, its state folder, how many events, and what the scenario saw besides."""
+
+    bus: LocalBus
+    state_dir: Path
+    events: int = 100
+    notes: list[str] = field(default_factory=list)
+
+    def ledger(self, scenario: str) -> Ledger:
+        return Ledger(self.bus, scenario)
+
+    def pid(self, piece: str) -> int:
+        state = stack.current(self.state_dir)
+        if state is None:
+            raise stack.StackError("the local stack is not running")
+        return state.pieces[piece].pid
+
+
+Scenario = Callable[[Run], Reconciliation]
+
+
+def broker_restart(run: Run) -> Reconciliation:
+    """tansu SIGKILLed between two rounds of traffic, and traffic while it comes back."""
+    ledger = run.ledger("broker-restart")
+    third = max(1, run.events // 3)
+    ledger.send(third)
+    os.kill(run.pid("kafka"), signal.SIGKILL)
+    ledger.send(third)  # while the supervisor starts it again
+    wait_until(lambda: _alive(run, "kafka"), "the broker started again", timeout=30)
+    ledger.send(run.events - 2 * third)
+    return ledger.reconcile()
+
+
+def dynamodb_slow(run: Run) -> Reconciliation:
+    """Every third conditional PutItem (the idempotency claims) answers 1.5 s late, after the write was done."""
+    taken = 0
+
+    def every_third_put(seen: Seen) -> float:
+        nonlocal taken
+        if seen.amz_target != PUT_ITEM:
+            return 0.0
+        taken += 1
+        return LATE_S if taken % 3 == 0 else 0.0
+
+    proxy = DelayingProxy(run.bus.state.localstack_url, rule=every_third_put).start()
+    try:
+        with _functions_env(run, {"AWS_ENDPOINT_URL_DYNAMODB": proxy.url}):
+            ledger = run.ledger("dynamodb-slow")
+            ledger.send(run.events)
+            result = ledger.reconcile()
+    finally:
+        proxy.stop()
+    run.notes.append(f"dynamodb-slow: {len(proxy.requests_for(PUT_ITEM))} PutItem calls, every third answered late")
+    return result
+
+
+def pushgateway_down(run: Run) -> Reconciliation:
+    return _held(run, "pushgateway", "pushgateway-down")
+
+
+def otlp_down(run: Run) -> Reconciliation:
+    return _held(run, "otlp", "otlp-down")
+
+
+def otlp_hung(run: Run) -> Reconciliation:
+    """rotel frozen (SIGSTOP: connections are accepted, nothing answers) while traffic flows, then thawed."""
+    ledger = run.ledger("otlp-hung")
+    half = run.events // 2
+    pid = run.pid("otlp")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        ledger.send(half)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    ledger.send(run.events - half)
+    return ledger.reconcile()
+
+
+def webhook_503(run: Run) -> Reconciliation:
+    """The webhook answers 503 to 20 deliveries in a row (a subscriber having a bad minute)."""
+    ledger = run.ledger("webhook-503")
+    run.bus.fail_webhook(20, 503)
+    ledger.send(run.events)
+    return ledger.reconcile(timeout_s=180)
+
+
+def poison(run: Run) -> Reconciliation:
+    """Records no decoder can read, written straight to the orders topic between the ledger's events."""
+    ledger = run.ledger("poison")
+    producer = Producer({"bootstrap.servers": run.bus.state.address("kafka")})
+    values = [f"poison {uuid.uuid4()} not a cloud event".encode() for _ in range(10)]
+    half = run.events // 2
+    ledger.send(half)
+    for value in values:
+        producer.produce("orders", key=b"poison", value=value)
+    if producer.flush(10) != 0:
+        raise stack.StackError("the poison records were not acknowledged")
+    ledger.send(run.events - half)
+    result = ledger.reconcile()
+    letters = _poison_letters(run.bus, ledger, set(values))
+    run.notes.append(f"poison: {len(letters)} of {len(values)} poison records in the DLQ, each with its reason")
+    if len(letters) != len(values) or not all(letter.get("reason") for letter in letters):
+        result.stray_letters += len(values) - sum(1 for letter in letters if letter.get("reason"))
+    return result
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "broker-restart": broker_restart,
+    "dynamodb-slow": dynamodb_slow,
+    "pushgateway-down": pushgateway_down,
+    "otlp-down": otlp_down,
+    "otlp-hung": otlp_hung,
+    "webhook-503": webhook_503,
+    "poison": poison,
+}
+
+
+def _held(run: Run, piece: str, scenario: str) -> Reconciliation:
+    """The piece held down for OUTAGE_S while traffic flows, then started again at its address."""
+    ledger = run.ledger(scenario)
+    stack.hold(run.state_dir, piece, OUTAGE_S)
+    wait_until(lambda: not _alive(run, piece), f"{piece} down", timeout=10)
+    half = run.events // 2
+    ledger.send(half)
+    wait_until(lambda: _alive(run, piece), f"{piece} started again", timeout=OUTAGE_S + 30)
+    ledger.send(run.events - half)
+    return ledger.reconcile()
+
+
+def _alive(run: Run, piece: str) -> bool:
+    state = stack.current(run.state_dir)
+    return state is not None and piece in state.pieces and state.pieces[piece].alive()
+
+
+@contextmanager
+def _functions_env(run: Run, extra: dict[str, str]) -> Iterator[None]:
+    """IngestFunction and KafkaConsumerFunction with `extra` in their environment (new execution environments),
+    restored afterwards."""
+    functions = run.bus.client("lambda")
+    names = [run.bus.resource("IngestFunction"), run.bus.resource("KafkaConsumerFunction")]
+    before = {
+        name: functions.get_function_configuration(FunctionName=name)["Environment"]["Variables"] for name in names
+    }
+
+    def configure(variables: dict[str, dict[str, str]]) -> None:
+        for name in names:
+            functions.update_function_configuration(FunctionName=name, Environment={"Variables": variables[name]})
+        for name in names:
+            wait_until(functools.partial(_updated, functions, name), f"{name}'s new configuration")
+
+    configure({name: {**variables, **extra} for name, variables in before.items()})
+    try:
+        yield
+    finally:
+        configure(before)
+
+
+def _updated(functions: Any, name: str) -> bool:  # noqa: ANN401 - a boto3 client
+    status = functions.get_function_configuration(FunctionName=name).get("LastUpdateStatus")
+    return status in ("Successful", None)
+
+
+def _poison_letters(bus: LocalBus, ledger: Ledger, values: set[bytes]) -> list[dict[str, Any]]:
+    """The DLQ's letters for the poison records (the ledger drained some of them already)."""
+
+    def poison(letter: dict[str, Any]) -> bool:
+        return base64.b64decode(letter.get("value_base64") or b"") in values
+
+    found = [letter for letter in ledger.other_letters if poison(letter)]
+    deadline = time.monotonic() + 60
+    while len(found) < len(values) and time.monotonic() < deadline:
+        found += [
+            letter
+            for letter in (
+                json.loads(message["Body"]) for message in bus.queue_messages(bus.dead_letter_queue, wait_s=1)
+            )
+            if poison(letter)
+        ]
+    return found
+
+
+def run_scenarios(bus: LocalBus, state_dir: Path, names: list[str], events: int) -> Iterator[Reconciliation]:
+    """Each scenario in turn, its result as soon as it is done (its notes go to stderr)."""
+    Ledger(bus, "warm-up").send(8)  # every concurrent client's environment is warm before anything is measured
+    for name in names:
+        run = Run(bus, state_dir, events)
+        result = SCENARIOS[name](run)
+        for note in run.notes:
+            print(f"  {note}", file=sys.stderr)
+        yield result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (all)")
+    parser.add_argument("--events", type=int, default=100)
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(os.environ.get("LOCALBUS_STATE_DIR") or stack.DEFAULT_STATE_DIR)
+    )
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.scenarios if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    bus = LocalBus.of(args.state_dir)
+    try:
+        print(Reconciliation.HEADER)
+        print(_rule(Reconciliation.HEADER))
+        failed = False
+        for result in run_scenarios(bus, args.state_dir, args.scenarios or list(SCENARIOS), args.events):
+            print(result.row(), flush=True)
+            for problem in result.problems():
+                failed = True
+                print(f"    {result.scenario}: {problem}", file=sys.stderr)
+    finally:
+        bus.close()
+    return 1 if failed else 0
+
+
+def _rule(header: str) -> str:
+    return "|" + "---|" * (header.count("|") - 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

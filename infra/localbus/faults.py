@@ -7,7 +7,7 @@ delivered twice to a subscription, every dead letter says why, and no answer is 
 prints one table row per scenario. The faults are real: the broker SIGKILLed (the supervisor starts it again on
 its durable storage), a proxy answering DynamoDB's writes late, the Pushgateway and the OTLP receiver held down
 (`stack.hold`) or frozen (SIGSTOP), the webhook answering 503, poison records written straight to a consumed
-topic. The traffic pauses while the broker is killed: tansu loses acknowledged records when it is killed in the
+topic, and LocalStack stopped and started again (then one deploy brings the bus back; it runs last). The traffic pauses while the broker is killed: tansu loses acknowledged records when it is killed in the
 middle of a produce (it advances its sequence before it stores the batch), a defect of the local broker that
 the README's guarantees section states, not one of the bus's.
 """
@@ -38,7 +38,9 @@ from localbus.proxy import DelayingProxy, Seen
 
 PUT_ITEM = "DynamoDB_20120810.PutItem"
 LATE_S = 1.5  # past the functions' 1 s DynamoDB read timeout: botocore retries a write that succeeded
+SLOW_EVERY = 8
 OUTAGE_S = 10.0
+BACKOFF_S = 5.0  # TelemetryBackoffSeconds on the local stage (samconfig.toml)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Run:
     state_dir: Path
     events: int = 100
     notes: list[str] = field(default_factory=list)
+    built_template: Path | None = None  # a `sam build` to deploy again (localstack-restart); else it builds
 
     def ledger(self, scenario: str) -> Ledger:
         return Ledger(self.bus, scenario)
@@ -76,25 +79,27 @@ def broker_restart(run: Run) -> Reconciliation:
 
 
 def dynamodb_slow(run: Run) -> Reconciliation:
-    """Every third conditional PutItem (the idempotency claims) answers 1.5 s late, after the write was done."""
+    """One PutItem in SLOW_EVERY (the idempotency claims and their completion) answers 1.5 s late, after the write
+    was done: botocore times out and retries a write that succeeded."""
     taken = 0
 
-    def every_third_put(seen: Seen) -> float:
+    def some_puts(seen: Seen) -> float:
         nonlocal taken
         if seen.amz_target != PUT_ITEM:
             return 0.0
         taken += 1
-        return LATE_S if taken % 3 == 0 else 0.0
+        return LATE_S if taken % SLOW_EVERY == 0 else 0.0
 
-    proxy = DelayingProxy(run.bus.state.localstack_url, rule=every_third_put).start()
+    proxy = DelayingProxy(run.bus.state.localstack_url, rule=some_puts).start()
     try:
         with _functions_env(run, {"AWS_ENDPOINT_URL_DYNAMODB": proxy.url}):
             ledger = run.ledger("dynamodb-slow")
             ledger.send(run.events)
-            result = ledger.reconcile()
+            result = ledger.reconcile(timeout_s=180)  # deliveries are sequential (issue 11): each late write costs 1 s
     finally:
         proxy.stop()
-    run.notes.append(f"dynamodb-slow: {len(proxy.requests_for(PUT_ITEM))} PutItem calls, every third answered late")
+    calls = len(proxy.requests_for(PUT_ITEM))
+    run.notes.append(f"dynamodb-slow: {calls} PutItem calls, {calls // SLOW_EVERY} answered {LATE_S} s late")
     return result
 
 
@@ -103,7 +108,7 @@ def pushgateway_down(run: Run) -> Reconciliation:
 
 
 def otlp_down(run: Run) -> Reconciliation:
-    return _held(run, "otlp", "otlp-down")
+    return _with_every_trace(run, _held(run, "otlp", "otlp-down"))
 
 
 def otlp_hung(run: Run) -> Reconciliation:
@@ -117,7 +122,7 @@ def otlp_hung(run: Run) -> Reconciliation:
     finally:
         os.kill(pid, signal.SIGCONT)
     ledger.send(run.events - half)
-    return ledger.reconcile()
+    return _with_every_trace(run, ledger.reconcile())
 
 
 def webhook_503(run: Run) -> Reconciliation:
@@ -148,6 +153,33 @@ def poison(run: Run) -> Reconciliation:
     return result
 
 
+def localstack_restart(run: Run) -> Reconciliation:
+    """LocalStack stopped and started again (the supervisor does), which empties it: the documented recovery is
+    one `make deploy`. Events accepted before are delivered; events after the deploy are too. Runs last: the
+    deployment it leaves behind is a new one (new function names, queue URLs and API id)."""
+    before = run.ledger("localstack-restart")
+    half = run.events // 2
+    before.send(half)
+    settled = before.reconcile()
+    old_pid = run.pid("localstack")
+    os.kill(old_pid, signal.SIGTERM)
+    wait_until(lambda: _alive(run, "localstack") and run.pid("localstack") != old_pid, "LocalStack again", timeout=90)
+    started = time.monotonic()
+    stack.deploy_stack(run.state_dir, built_template=run.built_template)
+    run.notes.append(f"localstack-restart: the bus was back {time.monotonic() - started:.0f} s after `make deploy`")
+    run.bus = LocalBus.of(run.state_dir)
+    after = run.ledger("localstack-restart")
+    after.send(run.events - half)
+    again = after.reconcile()
+    return Reconciliation(
+        "localstack-restart",
+        settled.sent + again.sent,
+        {**settled.endings, **again.endings},
+        settled.stray_letters + again.stray_letters,
+        settled.waited_s + again.waited_s,
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     "broker-restart": broker_restart,
     "dynamodb-slow": dynamodb_slow,
@@ -156,6 +188,7 @@ SCENARIOS: dict[str, Scenario] = {
     "otlp-hung": otlp_hung,
     "webhook-503": webhook_503,
     "poison": poison,
+    "localstack-restart": localstack_restart,
 }
 
 
@@ -169,6 +202,35 @@ def _held(run: Run, piece: str, scenario: str) -> Reconciliation:
     wait_until(lambda: _alive(run, piece), f"{piece} started again", timeout=OUTAGE_S + 30)
     ledger.send(run.events - half)
     return ledger.reconcile()
+
+
+def _with_every_trace(run: Run, result: Reconciliation) -> Reconciliation:
+    """Every accepted event's spans reached the collector: its produce span (IngestFunction) and its processing
+    span (KafkaConsumerFunction), those exported after the outage included. Spans kept through the outage go out
+    with a function's first flush after its back-off; a few more events make sure there is one."""
+    wanted = {sent.id for sent in result.accepted}
+    functions = {run.bus.resource("IngestFunction"), run.bus.resource("KafkaConsumerFunction")}
+    time.sleep(BACKOFF_S + 1)
+    run.ledger(f"{result.scenario}-nudge").send(8)
+
+    def missing() -> set[tuple[str, str]]:
+        seen = {
+            (str(span.attributes.get("messaging.message.id")), str(span.resource.get("service.name")))
+            for span in run.bus.traces.read(1.0)
+            if span.attributes.get("messaging.message.id") in wanted
+        }
+        return {(event_id, function) for event_id in wanted for function in functions} - seen
+
+    deadline = time.monotonic() + 60
+    gaps = missing()
+    while gaps and time.monotonic() < deadline:
+        gaps = missing()
+    run.notes.append(
+        f"{result.scenario}: {len(wanted) - len({event_id for event_id, _ in gaps})} of {len(wanted)} "
+        "accepted events have their ingest and consumer spans"
+    )
+    result.missing_spans = len(gaps)
+    return result
 
 
 def _alive(run: Run, piece: str) -> bool:

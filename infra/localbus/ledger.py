@@ -67,6 +67,7 @@ class Reconciliation:
     endings: dict[tuple[str, str], Ending]  # (event id, subscription) -> where it ended
     stray_letters: int  # dead letters for events of this ledger the consumer could not attribute to a subscription
     waited_s: float
+    missing_spans: int = 0  # (event, function) pairs whose spans never reached the collector, when checked
 
     @property
     def accepted(self) -> list[Sent]:
@@ -129,6 +130,8 @@ class Reconciliation:
             found.append(f"{self.stray_letters} dead letters not attributed to a subscription")
         if self.server_errors:
             found.append(f"{self.server_errors} answers were 5xx other than 503")
+        if self.missing_spans:
+            found.append(f"{self.missing_spans} (event, function) spans never reached the collector")
         return found
 
     HEADER = (

@@ -7,9 +7,11 @@ delivered twice to a subscription, every dead letter says why, and no answer is 
 prints one table row per scenario. The faults are real: the broker SIGKILLed (the supervisor starts it again on
 its durable storage), a proxy answering DynamoDB's writes late, the Pushgateway and the OTLP receiver held down
 (`stack.hold`) or frozen (SIGSTOP), the webhook answering 503, poison records written straight to a consumed
-topic, and LocalStack stopped and started again (then one deploy brings the bus back; it runs last). The traffic pauses while the broker is killed: tansu loses acknowledged records when it is killed in the
-middle of a produce (it advances its sequence before it stores the batch), a defect of the local broker that
-the README's guarantees section states, not one of the bus's.
+topic, and LocalStack stopped and started again (then one deploy brings the bus back; it runs last).
+
+The traffic pauses while the broker is killed: tansu loses acknowledged records when it is killed in the middle
+of a produce (it advances its sequence before it stores the batch), a defect of the local broker that the
+README's guarantees section states, not one of the bus's.
 """
 
 from __future__ import annotations

@@ -87,3 +87,26 @@ def test_a_piece_that_keeps_dying_is_left_down_with_the_reason(supervisor, tmp_p
     saved = stack.StackState.load(tmp_path)
     assert saved is not None
     assert saved.pieces["sleeper"].failed.endswith("left down")
+
+
+def test_the_stacks_pushgateway_keeps_its_groups_across_a_kill(tmp_path):
+    """Environments idle when the Pushgateway comes back push again only at their next invocation: without
+    persistence their groups, and Prometheus's view of them, would be gone until then."""
+    from localbus import servers
+    from prometheus_client import CollectorRegistry, Counter, push_to_gateway
+    from support import pushgateway as gateway
+
+    persisted = tmp_path / "pushgateway.db"
+    first = servers.start_pushgateway(tmp_path, persistence_file=persisted)
+    registry = CollectorRegistry()
+    Counter("orders", "orders seen", registry=registry).inc(3)
+    push_to_gateway(first.url.removeprefix("http://"), job="idle-env", registry=registry)
+    time.sleep(2.5)  # one persistence interval
+    first.process.process.kill()
+    first.process.process.wait()
+    again = servers.start_pushgateway(tmp_path, port=int(first.url.rsplit(":", 1)[1]), persistence_file=persisted)
+    try:
+        assert {group["labels"]["job"] for group in gateway.groups(again.url)} == {"idle-env"}
+        assert any(s.name == "orders_total" and s.value == 3 for s in gateway.samples(again.url))
+    finally:
+        again.stop()

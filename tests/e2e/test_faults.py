@@ -62,7 +62,21 @@ def test_a_load_run_of_1000_events_matches_every_counter(bus: LocalBus, warm: No
         "delivered to the webhook": f'deliveries_total{{subscription="{WEBHOOK}",outcome="delivered"}}',
         "processing errors": f'event_processing_errors_total{{source="{source}"}}',
     }
-    before = {name: counter(bus, expression) for name, expression in counters.items()}
+
+    def snapshot() -> dict[str, float]:
+        return {name: counter(bus, expression) for name, expression in counters.items()}
+
+    # what earlier scenarios pushed may still be on its way to Prometheus: start from values that stopped moving
+    previous: dict[str, float] = {}
+
+    def settled() -> dict[str, float] | None:
+        nonlocal previous
+        now = snapshot()
+        stable = now if now == previous else None
+        previous = now
+        return stable
+
+    before = wait_until(settled, "the counters to stop moving before the load run", timeout=60, every=3.0)
     ledger = Ledger(bus, "load-1000")
     ledger.send(LOAD_EVENTS)
     result = ledger.reconcile(timeout_s=240)

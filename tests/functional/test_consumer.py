@@ -362,6 +362,24 @@ class TestFailures:
         ]
         assert all("the event source mapping retries the record no more" in letter["reason"] for letter in letters)
 
+    def test_a_record_out_of_time_on_its_last_invocation_is_dead_lettered_with_the_reason(
+        self, kafka_bootstrap, aws, monkeypatch
+    ):
+        queue = {"name": "queue", "match": {"type": "*"}, "target": {"type": "sqs", "url": aws.target_queue}}
+        env = consumer_env(kafka_bootstrap, aws, json.dumps([queue]), EVENT_SOURCE_MAX_RETRY_ATTEMPTS="1")
+        consumer = load_consumer(monkeypatch, env)
+        event = {"specversion": "1.0", "id": "e-no-time", "type": "x", "source": "/s"}
+        batch = lambda_event([raw_record("orders", 1, json.dumps(event).encode())])
+        no_time = LambdaContext(function_name="consumer", timeout_s=1.0)  # less than the batch's own reserve
+
+        assert len(consumer.handler(batch, no_time)["batchItemFailures"]) == 1, "comes back next time"
+        assert consumer.handler(batch, LambdaContext(function_name="consumer", timeout_s=1.0)) == {
+            "batchItemFailures": []
+        }, "its last invocation: settled here, not by the mapping"
+        (letter,) = [json.loads(m["Body"]) for m in aws.messages(aws.dlq)]
+        assert (letter["subscription"], letter["event"]["id"]) == ("queue", "e-no-time")
+        assert "ran out of time on the record's last retry" in letter["reason"]
+
     def test_a_refusing_webhook_is_dead_lettered_at_once(self, kafka_bootstrap, aws, webhook, monkeypatch):
         webhook.status = 422
         events = [payment()]

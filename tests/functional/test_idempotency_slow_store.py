@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,15 +96,26 @@ def test_a_claim_the_store_never_answered_leaves_nothing_behind(table, dynamodb,
 def test_another_owners_claim_is_still_in_progress_and_is_not_released_by_others(table, dynamodb, monkeypatch):
     mine, theirs = store(table, dynamodb, monkeypatch), store(table, dynamodb, monkeypatch)
     key = {"source": "/shop", "id": uuid.uuid4().hex}
-    assert theirs.claim(key, 30_000).state.value == "new"
+    assert mine.claim(key, 1).state.value == "new"  # held for 1 ms: expired by the time the other claims it
+    time.sleep(0.01)
+    assert theirs.claim(key, 30_000).state.value == "new", "taken over"
     busy = mine.claim(key, 30_000)
     assert busy.state.value == "in_progress"
     assert busy.retry_after_s in (29, 30), "a retry is worth it once the other claim's hold ends"
-    mine.release(key, "not mine to release")
+    mine.release(key, "mine expired: the claim is theirs now")
     assert mine.claim(key, 30_000).state.value == "in_progress", "a release only ever deletes its own claim"
     theirs.complete(key, {"topic": "orders", "offset": 7})
     duplicate = mine.claim(key, 30_000)
     assert (duplicate.state.value, duplicate.previous) == ("duplicate", {"topic": "orders", "offset": 7})
+
+
+def test_a_claim_kept_open_on_purpose_is_not_handed_back_to_the_same_instance(table, dynamodb, monkeypatch):
+    """Ingest keeps the claim of an event whose fate is unknown (it may be on the broker) until it expires: a
+    retry meanwhile must answer 409 even when it lands on the same execution environment."""
+    claims = store(table, dynamodb, monkeypatch)
+    key = {"source": "/shop", "id": uuid.uuid4().hex}
+    assert claims.claim(key, 30_000).state.value == "new"
+    assert claims.claim(key, 30_000).state.value == "in_progress"
 
 
 def test_a_released_claim_can_be_taken_again(table, dynamodb, monkeypatch):

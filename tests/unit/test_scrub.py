@@ -89,3 +89,17 @@ def test_pw_hmac_sig_and_dsn_are_secret_names():
         "sentry_dsn": FILTERED,
         "signal": "e",
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"password": "correct horse battery"}', f'{{"password": "{FILTERED}"}}'),
+        ("password=abc,def next", f"password={FILTERED} next"),
+        ("postgres://u:p@ss@db/x", f"postgres://u:{FILTERED}@db/x"),
+        ("Authorization: Negotiate YIIabcdef123", f"Authorization: {FILTERED}"),
+        ("sent NTLM TlRMTVNTUAABAAAA upstream", f"sent NTLM {FILTERED} upstream"),
+    ],
+)
+def test_whole_values_are_filtered(text, expected):
+    assert scrub_text(text) == expected

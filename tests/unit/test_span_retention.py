@@ -85,3 +85,16 @@ def test_a_span_refused_again_and_again_is_given_up():
     exporter.export_kept()
     assert exporter.kept == 0
     assert exporter.take_dropped() == {"attempts": 1}
+
+
+def test_kept_spans_go_out_in_requests_of_the_processors_batch_size():
+    collector = Collector()
+    exporter = ObservedSpanExporter(collector)
+    collector.up = False
+    exporter.export(spans(*(f"s{n}" for n in range(600))))
+    exporter.export(spans("new"))
+    collector.up = True
+    assert exporter.export_kept() is True
+    assert [len(request) for request in collector.received] == [512, 89]
+    assert collector.received[0][0] == "s0"
+    assert collector.received[-1][-1] == "new"

@@ -154,6 +154,9 @@ class Processor:
             raise RetryRecordError(f"an earlier record of {partition_id} is being retried; order is kept")
         if batch.out_of_time or batch.time_left_s() <= 0:
             batch.out_of_time = True  # the rest of the batch comes back in the next invocation
+            if _position(record) in batch.last_chance:  # ... except for a record the mapping retries no more
+                self._give_up_unattempted(record, batch)
+                return
             raise RetryRecordError("not enough time left in this invocation")
         try:
             raw = read_record(record)
@@ -174,6 +177,42 @@ class Processor:
         if RETRY in outcomes:
             batch.blocked.add(raw.partition_id)
             raise RetryRecordError(f"delivery of {event.get_id()} will be retried")
+
+    def _give_up_unattempted(self, record: Mapping[str, Any], batch: BatchContext) -> None:
+        """A record on its last invocation with no time left to deliver it: dead-lettered with the reason for each
+        subscription that has not had it, rather than left to the mapping's on-failure destination."""
+        try:
+            raw = read_record(record)
+            event = to_cloud_event(
+                raw, max_bytes=self.settings.max_record_bytes, plain_event_type=self.settings.default_event_type
+            )
+        except PoisonRecordError as poison:
+            self._poison(record, poison, batch)
+            return
+        if event is None:
+            return
+        reason_of = "delivery to {} not attempted: the invocation ran out of time on the record's last retry"
+        for subscription in matching(self.settings.subscriptions, event):
+            key = {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
+            if self._idempotency.claim(key, 1000).state is ClaimState.DUPLICATE:
+                continue
+            reason = reason_of.format(subscription.name)
+            context = {"event_type": event.get_type(), "source": event.get_source(), "event_id": event.get_id()}
+            event_id = self.telemetry.capture_error(
+                DeliveryError(reason, transient=True), "consumer", f"deliver {subscription.name}", context
+            )
+            letter = DeadLetter.of(
+                raw,
+                reason,
+                event_id,
+                subscription=subscription.name,
+                event={"id": event.get_id(), "type": event.get_type(), "source": event.get_source()},
+            )
+            if not self._dead_letter(letter):
+                self._idempotency.release(key, reason)
+                raise RetryRecordError("the record could not be dead-lettered; kept for a retry")
+            self._idempotency.complete(key, {"dead_lettered_at": time.time(), "reason": reason})
+            self._count(subscription, DEAD_LETTERED, 0.0)
 
     def _poison(self, record: Mapping[str, Any], poison: PoisonRecordError, batch: BatchContext) -> None:
         context = {"topic": record.get("topic"), "partition": record.get("partition"), "offset": record.get("offset")}
@@ -291,7 +330,12 @@ class Processor:
             subscription=subscription.name,
             event={"id": event.get_id(), "type": event.get_type(), "source": event.get_source()},
         )
-        return DEAD_LETTERED if self._dead_letter(letter) else RETRY
+        if not self._dead_letter(letter):
+            return RETRY
+        # settled: a later redelivery must not deliver it too (best effort: the store may still not answer)
+        key = {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
+        self._idempotency.complete(key, {"dead_lettered_at": time.time(), "reason": reason})
+        return DEAD_LETTERED
 
     def _after_failure(
         self,

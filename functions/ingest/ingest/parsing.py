@@ -7,8 +7,9 @@ Accepted:
 - plain JSON: `Content-Type: application/json` without `ce-*` headers, the body as the data of one event
   whose `type` and `source` come from the query string (`?type=...&source=...`, optional `subject` and
   `id`; a missing id becomes a UUID).
-Only CloudEvents 1.0 is accepted. A JSON body may nest at most MAX_JSON_DEPTH levels (an event object is
-level 1; a batch array adds one), and its text must be Unicode (no lone surrogates, even inside `data`).
+Only CloudEvents 1.0 is accepted. An event may nest at most MAX_JSON_DEPTH levels (the event object is level
+1, or the body itself for plain JSON; a batch's array is not counted), and its text must be Unicode (no lone
+surrogates, even inside `data`).
 """
 
 from __future__ import annotations

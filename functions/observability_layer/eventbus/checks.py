@@ -10,7 +10,7 @@ IDENTITY = ("id", "source", "type")
 # C0 and C1 control characters and DEL: the CloudEvents type system forbids them in String attributes
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # RFC 3339's date-time (section 5.6), the only form CloudEvents allows for `time`
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 TIME_EXAMPLE = "2026-01-31T12:00:00Z"
 
 

@@ -122,6 +122,7 @@ class DynamoDBIdempotency:
         self._prefix = function_name
         self._key_fields = tuple(key_fields)
         self._tokens: dict[str, str] = {}  # item id -> the token of this instance's open claim on it
+        self._unanswered: dict[str, str] = {}  # item id -> the token of a claim whose write got no answer
         self._lock = threading.Lock()
         if client is None:
             import boto3
@@ -142,43 +143,62 @@ class DynamoDBIdempotency:
 
     def claim(self, key: Key, hold_ms: int) -> Claim:
         item_id = self._item_id(key)
-        # a claim whose write may have landed unseen (the store did not answer) is retried with the same token
+        # a claim whose write got no answer (it may have landed unseen) is tried again with the same token; any
+        # other claim gets a new one, so a claim this instance keeps open on purpose is never handed back
         with self._lock:
-            token = self._tokens.get(item_id) or uuid.uuid4().hex
-        now = time.time()
+            unanswered = self._unanswered.pop(item_id, None)
+        token = unanswered or uuid.uuid4().hex
         try:
-            self._client.put_item(
-                TableName=self._table,
-                Item={
-                    "id": {"S": item_id},
-                    "status": {"S": self.IN_PROGRESS},
-                    "expiration": {"N": str(int(now) + self._ttl_s)},
-                    "in_progress_expiration": {"N": str(int(now * 1000) + max(1, hold_ms))},
-                    "claim": {"S": token},
-                },
-                ConditionExpression=(
-                    "attribute_not_exists(id) OR expiration < :now "
-                    "OR (#status = :in_progress AND in_progress_expiration < :now_ms)"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":now": {"N": str(int(now))},
-                    ":now_ms": {"N": str(int(now * 1000))},
-                    ":in_progress": {"S": self.IN_PROGRESS},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
+            self._put_claim(item_id, token, hold_ms, condition=CLAIMABLE)
         except Exception as error:
             if _error_code(error) != "ConditionalCheckFailedException":  # down, throttled: do not work blind
                 logger.warning("idempotency claim %s failed", dict(key), exc_info=True)
-                self._remember(item_id, token)
+                with self._lock:
+                    self._unanswered[item_id] = token
+                    _bound(self._unanswered)
                 self._withdraw(item_id, token)  # "nothing was done": a claim that landed unseen must not block
                 return Claim(ClaimState.UNAVAILABLE, detail=STORE_UNAVAILABLE)
-            return self._existing(key, item_id, token, _old_item(error))
+            return self._existing(key, item_id, token, _old_item(error), hold_ms=hold_ms, renew=bool(unanswered))
         self._remember(item_id, token)
         return Claim(ClaimState.NEW)
 
-    def _existing(self, key: Key, item_id: str, token: str, item: Mapping[str, Any] | None) -> Claim:
+    def _put_claim(self, item_id: str, token: str, hold_ms: int, *, condition: str) -> None:
+        now = time.time()
+        self._client.put_item(
+            TableName=self._table,
+            Item={
+                "id": {"S": item_id},
+                "status": {"S": self.IN_PROGRESS},
+                "expiration": {"N": str(int(now) + self._ttl_s)},
+                "in_progress_expiration": {"N": str(int(now * 1000) + max(1, hold_ms))},
+                "claim": {"S": token},
+            },
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#status": "status"},
+            # DynamoDB refuses values the expression does not use
+            ExpressionAttributeValues={
+                name: value
+                for name, value in {
+                    ":now": {"N": str(int(now))},
+                    ":now_ms": {"N": str(int(now * 1000))},
+                    ":in_progress": {"S": self.IN_PROGRESS},
+                    ":token": {"S": token},
+                }.items()
+                if name in condition
+            },
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+
+    def _existing(
+        self,
+        key: Key,
+        item_id: str,
+        token: str,
+        item: Mapping[str, Any] | None,
+        *,
+        hold_ms: int,
+        renew: bool,
+    ) -> Claim:
         """The claim met an item: our own write (a retried PutItem), a completed unit, or another owner's."""
         if item is None:  # an API without ReturnValuesOnConditionCheckFailure: read it
             try:
@@ -191,7 +211,14 @@ class DynamoDBIdempotency:
                 logger.warning("idempotency record %s could not be read", dict(key), exc_info=True)
                 return Claim(ClaimState.UNAVAILABLE, detail=STORE_UNAVAILABLE)
         if _text(item, "claim") == token and _text(item, "status") == self.IN_PROGRESS:
-            self._remember(item_id, token)  # botocore retried a write that had succeeded: it is ours
+            # ours: botocore retried a write that had succeeded, or an earlier claim's write landed unseen
+            if renew:  # that earlier claim's hold is not this one's
+                try:
+                    self._put_claim(item_id, token, hold_ms, condition=OWN_CLAIM)
+                except Exception:
+                    logger.warning("idempotency claim %s not renewed", dict(key), exc_info=True)
+                    return Claim(ClaimState.UNAVAILABLE, detail=STORE_UNAVAILABLE)
+            self._remember(item_id, token)
             return Claim(ClaimState.NEW)
         self._forget(item_id)
         if _text(item, "status") == self.COMPLETED:
@@ -247,8 +274,7 @@ class DynamoDBIdempotency:
     def _remember(self, item_id: str, token: str) -> None:
         with self._lock:
             self._tokens[item_id] = token
-            while len(self._tokens) > MAX_OPEN_CLAIMS:  # claims never settled (a crash mid-work) expire anyway
-                self._tokens.pop(next(iter(self._tokens)))
+            _bound(self._tokens)
 
     def _forget(self, item_id: str) -> str | None:
         with self._lock:
@@ -256,6 +282,16 @@ class DynamoDBIdempotency:
 
 
 MAX_OPEN_CLAIMS = 10_000
+CLAIMABLE = (
+    "attribute_not_exists(id) OR expiration < :now OR (#status = :in_progress AND in_progress_expiration < :now_ms)"
+)
+OWN_CLAIM = "claim = :token AND #status = :in_progress"
+
+
+def _bound(tokens: dict[str, str]) -> None:
+    """Claims never settled (a crash mid-work) expire on their own: forget the oldest past the bound."""
+    while len(tokens) > MAX_OPEN_CLAIMS:
+        tokens.pop(next(iter(tokens)))
 
 
 def _error_code(error: Exception) -> str | None:

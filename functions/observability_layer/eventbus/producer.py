@@ -194,7 +194,10 @@ class EventProducer:
                 if time.monotonic() >= deadline:
                     on_delivery(None, None)
                     return
-                self._producer.poll(0.01)
+                fatal = self._serve(self._producer.poll, 0.01)
+                if fatal is not None:  # this producer can send nothing more: the record never left
+                    on_delivery(fatal, None)
+                    return
             except Exception as error:  # e.g. a record larger than the client allows
                 on_delivery(error, None)
                 return

@@ -50,15 +50,20 @@ _SECRET_COMPOUNDS = frozenset(
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[^a-zA-Z0-9]+")
-# scheme://userinfo@ : the userinfo is a user and a password, or a token on its own (a Sentry DSN's key)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^\s/?#@]+)@")
-# name=value, name: value, "name": "value"; a value may be an auth scheme and its credentials
+# scheme://userinfo@ : the userinfo is a user and a password, or a token on its own (a Sentry DSN's key); it runs
+# to the authority's last `@`. Scheme and names start only where a run of their characters starts, and their
+# quantifiers are possessive: every pattern here is linear in the text's length (a 64 KiB blob takes ~1 ms).
+_URL_CREDENTIALS = re.compile(r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*+://)(?P<userinfo>[^\s/?#]+)@")
+_AUTH_SCHEMES = "Bearer|Basic|Digest|Token|Negotiate|NTLM"
+# name=value, name: value, "name": "value" (a quoted value is taken whole); a bare value may be an auth scheme and
+# its credentials, and runs to whitespace, `&`, `;`, a bracket or a comma followed by a space
 _PAIR = re.compile(
-    r"""(?P<name>[A-Za-z_][\w.-]*)(?P<sep>["']?\s*[=:]\s*["']?)"""
-    r"""(?P<value>(?:(?:Bearer|Basic|Digest|Token)\s+)?[^\s&;,"'<>()\[\]{}]+)"""
+    r"""(?<![\w.-])(?P<name>[A-Za-z_][\w.-]*+)(?P<sep>["']?\s*+[=:]\s*+)"""
+    r"""(?:"(?P<double>[^"\n]*+)"|'(?P<single>[^'\n]*+)'"""
+    rf"""|(?P<bare>(?:(?:{_AUTH_SCHEMES})\s++)?(?:[^\s&;,"'<>()\[\]{{}}]|,(?!\s))++))"""
 )
-_AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Digest)\s+(?P<credentials>[A-Za-z0-9._~+/=-]{6,})")
-_HINTS = ("@", "=", ":", "earer", "asic", "igest")
+_AUTH_SCHEME = re.compile(rf"\b(?P<scheme>{_AUTH_SCHEMES})\s+(?P<credentials>[A-Za-z0-9._~+/=-]{{6,}})")
+_HINTS = ("@", "=", ":", "Bearer", "Basic", "Digest", "Token", "Negotiate", "NTLM")
 
 
 def _words(name: str) -> list[str]:
@@ -79,7 +84,8 @@ def scrub_text(text: str) -> str:
     schemes' credentials); text without any of their marks is returned as is, at the cost of a scan."""
     if not any(hint in text for hint in _HINTS):
         return text
-    text = _URL_CREDENTIALS.sub(_filter_userinfo, text)
+    if "://" in text:
+        text = _URL_CREDENTIALS.sub(_filter_userinfo, text)
     text = _PAIR.sub(_filter_pair, text)
     return _AUTH_SCHEME.sub(lambda found: f"{found['scheme']} {FILTERED}", text)
 
@@ -90,9 +96,11 @@ def _filter_userinfo(found: re.Match[str]) -> str:
 
 
 def _filter_pair(found: re.Match[str]) -> str:
-    if found["value"] == FILTERED or not is_secret_key(found["name"]):
+    value = found["double"] if found["double"] is not None else found["single"] or found["bare"]
+    if value == FILTERED or not is_secret_key(found["name"]):
         return found[0]
-    return f"{found['name']}{found['sep']}{FILTERED}"
+    quote = '"' if found["double"] is not None else "'" if found["single"] is not None else ""
+    return f"{found['name']}{found['sep']}{quote}{FILTERED}{quote}"
 
 
 def _scrub_mapping(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:

@@ -19,9 +19,12 @@ logger = logging.getLogger(__name__)
 
 MAX_RETAINED_SPANS = 2048
 MAX_RETAINED_BYTES = 2 * 1024 * 1024
-MAX_EXPORT_ATTEMPTS = 5
+MAX_EXPORT_ATTEMPTS = 20
+MAX_EXPORT_REQUEST_SPANS = 512
 """Spans whose export failed wait for the next export, within these bounds (oldest dropped first, counted). A span
-refused this many times is dropped too: a collector that keeps refusing one batch must not block the rest."""
+whose export failed this many times is dropped too, so a collector that refuses one batch for good cannot hold
+the rest (after a failure the backend backs off, so 20 attempts span a long outage). Kept spans go out in
+requests of at most MAX_EXPORT_REQUEST_SPANS, the batch size the processor itself uses."""
 
 
 @dataclass
@@ -64,20 +67,20 @@ class ObservedSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self._lock:
             earlier, self._kept, self._kept_bytes = list(self._kept), deque(), 0
-        batch = [kept.span for kept in earlier] + list(spans)
-        if not batch:
-            return SpanExportResult.SUCCESS
-        try:
-            result = self._delegate.export(batch)
-        except Exception:
-            logger.debug("span export raised", exc_info=True)
-            result = SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            self._exported += len(batch)
-        else:
-            self._failures += 1
-            self._keep([*earlier, *(_Kept(span, _estimated_size(span), 0) for span in spans)])
-        return result
+        pending = [*earlier, *(_Kept(span, 0, 0) for span in spans)]  # sizes are estimated only when kept
+        while pending:
+            request, pending = pending[:MAX_EXPORT_REQUEST_SPANS], pending[MAX_EXPORT_REQUEST_SPANS:]
+            try:
+                result = self._delegate.export([kept.span for kept in request])
+            except Exception:
+                logger.debug("span export raised", exc_info=True)
+                result = SpanExportResult.FAILURE
+            if result is not SpanExportResult.SUCCESS:
+                self._failures += 1
+                self._keep([*request, *pending])
+                return result
+            self._exported += len(request)
+        return SpanExportResult.SUCCESS
 
     def export_kept(self) -> bool:
         """Send what earlier failed exports kept (when there is nothing new to carry it); True when nothing
@@ -90,6 +93,7 @@ class ObservedSpanExporter(SpanExporter):
         with self._lock:
             for kept in failed:
                 kept.attempts += 1
+                kept.size = kept.size or _estimated_size(kept.span)
                 if kept.attempts >= self._max_attempts:
                     self._dropped["attempts"] += 1
                     continue
@@ -121,6 +125,8 @@ class ObservedSpanExporter(SpanExporter):
         return self._exported
 
     def shutdown(self) -> None:
+        if self._kept:  # the last flush could not send them: they end with the environment
+            logger.warning("%d spans could not be exported before shutdown", len(self._kept))
         self._delegate.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

@@ -1,5 +1,5 @@
 """Metrics reach a real Pushgateway: catalog names and labels under one grouping key per execution
-environment, replaced whole at each flush and deleted at shutdown."""
+environment, replaced whole at each flush, the last time at shutdown (the group stays)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,9 @@ def test_each_flush_replaces_the_group_with_the_cumulative_registry(pushgateway,
     assert _value(samples, "lambda_cold_starts_total") == 1
 
 
-def test_each_execution_environment_owns_its_group_and_deletes_it_at_shutdown(pushgateway, make_telemetry):
+def test_each_execution_environment_owns_its_group_and_pushes_its_final_values_at_shutdown(
+    pushgateway, make_telemetry
+):
     first = make_telemetry(PUSHGATEWAY_URL=pushgateway, AWS_LAMBDA_FUNCTION_NAME="fn")
     second = make_telemetry(PUSHGATEWAY_URL=pushgateway, AWS_LAMBDA_FUNCTION_NAME="fn")
     assert first.instance_id != second.instance_id
@@ -86,7 +88,9 @@ def test_each_execution_environment_owns_its_group_and_deletes_it_at_shutdown(pu
     instances = {group["labels"].get("instance") for group in gateway.groups(pushgateway)}
     assert {first.instance_id, second.instance_id} <= instances
 
+    first.record_business_metric("orders_after_the_last_flush", 2, kind="counter")
     first.shutdown()
     instances = {group["labels"].get("instance") for group in gateway.groups(pushgateway)}
-    assert first.instance_id not in instances
-    assert second.instance_id in instances
+    assert {first.instance_id, second.instance_id} <= instances, "no environment deletes its group"
+    final = _mine(pushgateway, first.instance_id)
+    assert any(sample.name == "orders_after_the_last_flush_total" and sample.value == 2 for sample in final)

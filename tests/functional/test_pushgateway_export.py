@@ -77,9 +77,7 @@ def test_each_flush_replaces_the_group_with_the_cumulative_registry(pushgateway,
     assert _value(samples, "lambda_cold_starts_total") == 1
 
 
-def test_each_execution_environment_owns_its_group_and_pushes_its_final_values_at_shutdown(
-    pushgateway, make_telemetry
-):
+def test_each_execution_environment_owns_its_group_and_pushes_its_final_values_at_shutdown(pushgateway, make_telemetry):
     first = make_telemetry(PUSHGATEWAY_URL=pushgateway, AWS_LAMBDA_FUNCTION_NAME="fn")
     second = make_telemetry(PUSHGATEWAY_URL=pushgateway, AWS_LAMBDA_FUNCTION_NAME="fn")
     assert first.instance_id != second.instance_id

@@ -332,9 +332,9 @@ class Processor:
         )
         if not self._dead_letter(letter):
             return RETRY
-        # settled: a later redelivery must not deliver it too (best effort: the store may still not answer)
-        key = {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
-        self._idempotency.complete(key, {"dead_lettered_at": time.time(), "reason": reason})
+        if claim.state is ClaimState.IN_PROGRESS:  # the store answers: settled, a redelivery must not deliver it too
+            key = {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
+            self._idempotency.complete(key, {"dead_lettered_at": time.time(), "reason": reason})
         return DEAD_LETTERED
 
     def _after_failure(

@@ -21,6 +21,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_of(address: str) -> int:
+    """The port of `host:port` or `scheme://host:port[/path]`."""
+    return int(address.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[1])
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
         return True
@@ -83,6 +88,11 @@ class ManagedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would end it (what it held only in memory is gone), and wait for it."""
+        self.process.kill()
+        self.process.wait()
 
     def stop(self) -> None:
         if self.process.poll() is not None:

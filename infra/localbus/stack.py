@@ -48,7 +48,7 @@ from typing import Any
 from localbus import servers
 from localbus.deploy import Deployment, build, deploy, samconfig_parameters, samconfig_stack_name, source_digest
 from localbus.localstack import start_localstack
-from localbus.processes import ManagedProcess, port_open, process_tree, running, start_time
+from localbus.processes import ManagedProcess, port_of, port_open, process_tree, running, start_time
 from localbus.venvs import REPO, lambda_python, localstack_python
 from localbus.webhook import WebhookReceiver
 from localbus.wiring import create_topics, local_parameters, prepare_targets
@@ -189,13 +189,13 @@ class Supervisor:
             lambda: servers.start_object_store(self.logs, kafka_data, ports=store.ports),
         )
         kafka = servers.start_tansu(self.logs, object_store=store.url)
-        kafka_port = int(kafka.url.rsplit(":", 1)[1])
+        kafka_port = port_of(kafka.url)
         self._watch(
             "kafka", kafka, kafka.url, lambda: servers.start_tansu(self.logs, port=kafka_port, object_store=store.url)
         )
         otlp = servers.start_rotel(self.logs, kafka.url)
         otlp.store.close()  # readers make their own; the supervisor only runs the receiver
-        rotel_ports = (int(otlp.grpc_endpoint.rsplit(":", 1)[1]), int(otlp.http_endpoint.rsplit(":", 1)[1]))
+        rotel_ports = (port_of(otlp.grpc_endpoint), port_of(otlp.http_endpoint))
         self._watch(
             "otlp",
             otlp,
@@ -205,7 +205,7 @@ class Supervisor:
         groups = self.state_dir / "pushgateway.db"
         groups.unlink(missing_ok=True)
         pushgateway = servers.start_pushgateway(self.logs, persistence_file=groups)
-        pushgateway_port = int(pushgateway.url.rsplit(":", 1)[1])
+        pushgateway_port = port_of(pushgateway.url)
         self._watch(
             "pushgateway",
             pushgateway,
@@ -213,7 +213,7 @@ class Supervisor:
             lambda: servers.start_pushgateway(self.logs, port=pushgateway_port, persistence_file=groups),
         )
         prometheus = servers.start_prometheus(self.logs, self.state_dir / "prometheus", pushgateway.url)
-        prometheus_port = int(prometheus.url.rsplit(":", 1)[1])
+        prometheus_port = port_of(prometheus.url)
         self._watch(
             "prometheus",
             prometheus,
@@ -233,7 +233,7 @@ class Supervisor:
         localstack = start_localstack(
             self.logs, self.state_dir / "localstack", localstack_python(), extra_env=localstack_env
         )
-        localstack_port = int(localstack.url.rsplit(":", 1)[1])
+        localstack_port = port_of(localstack.url)
         # a restarted LocalStack is empty (its state lives in memory): `make deploy` brings the bus back
         self._watch(
             "localstack",
@@ -550,7 +550,7 @@ def _listening(address: str) -> bool | None:
     host_port = text.split("/", 1)[0]
     if ":" not in host_port or not host_port.startswith("127.0.0.1"):
         return None
-    return port_open(int(host_port.rsplit(":", 1)[1]))
+    return port_open(port_of(host_port))
 
 
 def print_status(rows: list[Row], state_dir: Path) -> None:

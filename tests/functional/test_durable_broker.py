@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from localbus import servers
+from localbus.processes import port_of
 
 pytestmark = pytest.mark.servers
 
@@ -22,19 +23,17 @@ class DurableBroker:
         self.root = root
         self.store = servers.start_object_store(root, root / "data")
         self.broker = servers.start_tansu(root, object_store=self.store.url)
-        self.port = int(self.broker.url.rsplit(":", 1)[1])
+        self.port = port_of(self.broker.url)
 
     @property
     def bootstrap(self) -> str:
         return self.broker.url
 
     def kill_broker(self) -> None:
-        self.broker.process.process.kill()
-        self.broker.process.process.wait()
+        self.broker.process.kill()
 
     def kill_store(self) -> None:
-        self.store.process.process.kill()
-        self.store.process.process.wait()
+        self.store.process.kill()
 
     def start_store_again(self) -> None:
         self.store = servers.start_object_store(self.root, self.store.data_dir, ports=self.store.ports)

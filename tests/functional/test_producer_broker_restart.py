@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from localbus import servers
 from localbus.client import wait_until
+from localbus.processes import port_of
 from support.functions import load_function
 
 pytestmark = pytest.mark.servers
@@ -26,15 +27,14 @@ class Broker:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.server = servers.start_tansu(log_dir)
-        self.port = int(self.server.url.rsplit(":", 1)[1])
+        self.port = port_of(self.server.url)
 
     @property
     def bootstrap(self) -> str:
         return self.server.url
 
     def kill(self) -> None:
-        self.server.process.process.kill()  # SIGKILL: what it acknowledged in memory is gone
-        self.server.process.process.wait()
+        self.server.process.kill()  # SIGKILL: what it acknowledged in memory is gone
 
     def start_again(self) -> None:
         self.server = servers.start_tansu(self.log_dir, port=self.port)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from localbus import servers
 from localbus.context import LambdaContext
+from localbus.processes import port_of
 
 pytestmark = pytest.mark.servers
 
@@ -21,7 +22,7 @@ class Receiver:
     def __init__(self, log_dir: Path, kafka: str) -> None:
         self.log_dir, self.kafka = log_dir, kafka
         self.server = servers.start_rotel(log_dir, kafka)
-        grpc, http = (int(url.rsplit(":", 1)[1]) for url in (self.server.grpc_endpoint, self.server.http_endpoint))
+        grpc, http = (port_of(url) for url in (self.server.grpc_endpoint, self.server.http_endpoint))
         self.ports = (grpc, http)
 
     def stop(self) -> None:

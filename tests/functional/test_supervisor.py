@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from localbus import stack
-from localbus.processes import ManagedProcess, free_port
+from localbus.processes import ManagedProcess, free_port, port_of
 
 pytestmark = pytest.mark.servers
 
@@ -41,8 +41,7 @@ def test_a_dead_piece_is_started_again_at_its_address(supervisor, tmp_path):
     port = free_port()
     first = Sleeper(tmp_path / "logs", port)
     supervisor._watch("sleeper", first, f"127.0.0.1:{port}", lambda: Sleeper(tmp_path / "logs", port))
-    first.process.process.kill()
-    first.process.process.wait()
+    first.process.kill()
     supervisor.watch_servers()
     restarted = supervisor.watched["sleeper"].server
     assert restarted is not first
@@ -102,9 +101,8 @@ def test_the_stacks_pushgateway_keeps_its_groups_across_a_kill(tmp_path):
     Counter("orders", "orders seen", registry=registry).inc(3)
     push_to_gateway(first.url.removeprefix("http://"), job="idle-env", registry=registry)
     time.sleep(2.5)  # one persistence interval
-    first.process.process.kill()
-    first.process.process.wait()
-    again = servers.start_pushgateway(tmp_path, port=int(first.url.rsplit(":", 1)[1]), persistence_file=persisted)
+    first.process.kill()
+    again = servers.start_pushgateway(tmp_path, port=port_of(first.url), persistence_file=persisted)
     try:
         assert {group["labels"]["job"] for group in gateway.groups(again.url)} == {"idle-env"}
         assert any(s.name == "orders_total" and s.value == 3 for s in gateway.samples(again.url))

@@ -66,6 +66,10 @@ class BatchContext:
     def time_left_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
+    def is_last_chance(self, raw: RawRecord) -> bool:
+        """The mapping will not deliver this record again: settle it now."""
+        return (raw.partition_id, raw.offset) in self.last_chance
+
 
 class Processor:
     def __init__(
@@ -193,22 +197,11 @@ class Processor:
             return
         reason_of = "delivery to {} not attempted: the invocation ran out of time on the record's last retry"
         for subscription in matching(self.settings.subscriptions, event):
-            key = {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
+            key = _delivery_key(subscription, event)
             if self._idempotency.claim(key, 1000).state is ClaimState.DUPLICATE:
                 continue
             reason = reason_of.format(subscription.name)
-            context = {"event_type": event.get_type(), "source": event.get_source(), "event_id": event.get_id()}
-            event_id = self.telemetry.capture_error(
-                DeliveryError(reason, transient=True), "consumer", f"deliver {subscription.name}", context
-            )
-            letter = DeadLetter.of(
-                raw,
-                reason,
-                event_id,
-                subscription=subscription.name,
-                event={"id": event.get_id(), "type": event.get_type(), "source": event.get_source()},
-            )
-            if not self._dead_letter(letter):
+            if not self._dead_letter_delivery(subscription, raw, event, reason):
                 self._idempotency.release(key, reason)
                 raise RetryRecordError("the record could not be dead-lettered; kept for a retry")
             self._idempotency.complete(key, {"dead_lettered_at": time.time(), "reason": reason})
@@ -266,7 +259,7 @@ class Processor:
         return outcomes
 
     def _deliver(self, subscription: Subscription, raw: RawRecord, event: BaseCloudEvent, batch: BatchContext) -> str:
-        key = {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
+        key = _delivery_key(subscription, event)
         # held while this invocation may still deliver it
         claim = self._idempotency.claim(key, int((batch.time_left_s() + self.settings.webhook_timeout_s) * 1000) + 1000)
         if claim.state is ClaimState.DUPLICATE:
@@ -314,26 +307,15 @@ class Processor:
             detail,
             extra={"fields": {"topic": raw.topic, "partition": raw.partition, "offset": raw.offset}},
         )
-        last_chance = (raw.partition_id, raw.offset) in batch.last_chance
+        last_chance = batch.is_last_chance(raw)
         exhausted = claim.state is ClaimState.UNAVAILABLE and attempts >= self.settings.max_delivery_attempts
         if not (exhausted or last_chance):
             return RETRY
         reason = f"delivery to {subscription.name} deferred {attempts} times: {detail}"
-        context = {"event_type": event.get_type(), "source": event.get_source(), "event_id": event.get_id()}
-        event_id = self.telemetry.capture_error(
-            DeliveryError(reason, transient=True), "consumer", f"deliver {subscription.name}", context
-        )
-        letter = DeadLetter.of(
-            raw,
-            reason,
-            event_id,
-            subscription=subscription.name,
-            event={"id": event.get_id(), "type": event.get_type(), "source": event.get_source()},
-        )
-        if not self._dead_letter(letter):
+        if not self._dead_letter_delivery(subscription, raw, event, reason):
             return RETRY
         if claim.state is ClaimState.IN_PROGRESS:  # the store answers: settled, a redelivery must not deliver it too
-            key = {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
+            key = _delivery_key(subscription, event)
             self._idempotency.complete(key, {"dead_lettered_at": time.time(), "reason": reason})
         return DEAD_LETTERED
 
@@ -358,20 +340,38 @@ class Processor:
             "transient": failure.transient,
         }
         event_id = self.telemetry.capture_error(failure, "consumer", f"deliver {subscription.name}", context)
-        last_chance = (raw.partition_id, raw.offset) in batch.last_chance
+        last_chance = batch.is_last_chance(raw)
         if failure.transient and attempts < self.settings.max_delivery_attempts and not last_chance:
             return RETRY
         why = "refused" if not failure.transient else f"failed {attempts} times"
         if failure.transient and last_chance and attempts < self.settings.max_delivery_attempts:
             why += " (the event source mapping retries the record no more)"
+        reason = f"delivery to {subscription.name} {why}: {failure.reason}"
+        return DEAD_LETTERED if self._dead_letter_delivery(subscription, raw, event, reason, event_id) else RETRY
+
+    def _dead_letter_delivery(
+        self,
+        subscription: Subscription,
+        raw: RawRecord,
+        event: BaseCloudEvent,
+        reason: str,
+        error_event_id: str | None = None,
+    ) -> bool:
+        """One subscription's dead letter for an event, with `reason`; the failure is captured first unless it
+        was (`error_event_id`). True when the letter is stored."""
+        if error_event_id is None:
+            context = {"event_type": event.get_type(), "source": event.get_source(), "event_id": event.get_id()}
+            error_event_id = self.telemetry.capture_error(
+                DeliveryError(reason, transient=True), "consumer", f"deliver {subscription.name}", context
+            )
         letter = DeadLetter.of(
             raw,
-            f"delivery to {subscription.name} {why}: {failure.reason}",
-            event_id,
+            reason,
+            error_event_id,
             subscription=subscription.name,
             event={"id": event.get_id(), "type": event.get_type(), "source": event.get_source()},
         )
-        return DEAD_LETTERED if self._dead_letter(letter) else RETRY
+        return self._dead_letter(letter)
 
     def _dead_letter(self, letter: DeadLetter) -> bool:
         try:
@@ -396,6 +396,11 @@ class Processor:
         self.telemetry.metrics.inc("deliveries_total", 1.0, outcome=outcome, **labels)
         if outcome not in (DUPLICATE,):
             self.telemetry.metrics.observe("delivery_duration_seconds", seconds, **labels)
+
+
+def _delivery_key(subscription: Subscription, event: BaseCloudEvent) -> dict[str, str]:
+    """The idempotency key of one event's delivery to one subscription."""
+    return {"subscription": subscription.name, "source": event.get_source(), "id": event.get_id()}
 
 
 def _position(record: Mapping[str, Any]) -> tuple[str, int]:

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,15 +25,32 @@ class WebhookReceiver:
     server: ThreadingHTTPServer | None = None
     record_to: Path | None = None  # each verified delivery also appended here as a JSON line
     failures: list[int] = field(default_factory=list)  # statuses for the next deliveries (a subscriber in trouble)
+    down_until: float = 0.0  # until then (time.time()) every delivery gets 503: a subscriber that is down
+    refuse: Callable[[dict[str, Any]], int | None] | None = None  # a status for chosen events (tests)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fail_next(self, count: int, status: int = 503) -> None:
         with self._lock:
             self.failures[:] = [status] * count
 
-    def answer(self) -> int:
+    def answer(self, event: dict[str, Any] | None = None) -> int:
         with self._lock:
-            return self.failures.pop(0) if self.failures else self.status
+            if self.failures:
+                return self.failures.pop(0)
+        if time.time() < self.down_until:
+            return 503
+        chosen = self.refuse(event or {}) if self.refuse is not None else None
+        return chosen if chosen is not None else self.status
+
+    @property
+    def delivered(self) -> list[dict[str, Any]]:
+        """The events it took (answered 2xx), in the order they came."""
+        with self._lock:
+            return [d["event"] for d in self.received if 200 <= d["status"] < 300]
+
+    def go_down(self, seconds: float) -> None:
+        """Answer 503 to every delivery for `seconds` from now."""
+        self.down_until = time.time() + seconds
 
     def verify(self, signature: str | None, body: bytes) -> bool:
         """The MAC first (constant time), then the timestamp's age (replays older than 5 minutes fail)."""
@@ -59,20 +77,28 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as subscribers' servers do
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.path.startswith("/hooks/bus/fail?"):  # POST .../fail?count=N&status=503
                     query = dict(urllib.parse.parse_qsl(self.path.split("?", 1)[1]))
                     receiver.fail_next(int(query.get("count", "1")), int(query.get("status", "503")))
                     status = 204
+                elif self.path.startswith("/hooks/bus/down?"):  # POST .../down?seconds=120
+                    query = dict(urllib.parse.parse_qsl(self.path.split("?", 1)[1]))
+                    receiver.go_down(float(query.get("seconds", "60")))
+                    status = 204
                 elif receiver.verify(self.headers.get("X-Eventbus-Signature"), body):
                     time.sleep(receiver.delay_s)
-                    status = receiver.answer()
+                    event = json.loads(body)
+                    status = receiver.answer(event)
                     delivery = {
-                        "event": json.loads(body),
+                        "event": event,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
                         "status": status,
                         "received_at": time.time(),
+                        "peer": self.client_address[1],
                     }
                     with receiver._lock:  # one whole line at a time: readers never see two interleaved
                         receiver.received.append(delivery)

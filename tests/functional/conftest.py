@@ -1,4 +1,4 @@
-"""Fixtures of the functional tests that drive the host executor's sandbox."""
+"""Fixtures of the functional tests: the host executor's sandbox, and the consumer's AWS and webhook."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.consumer import aws, webhook  # noqa: F401 - the consumer's fixtures, for every functional test
 from support.sandbox import RecordingEndpoint, SandboxLauncher
 
 

@@ -139,8 +139,12 @@ def test_consumer_function_contract():
     assert "Runtime" not in properties, "the runtime comes from Globals (python3.13)"
     assert template["Globals"]["Function"]["Runtime"] == "python3.13"
     assert "Condition" not in function, "the function deploys on every stage; only its Kafka mappings are conditional"
-    # SAM ignores a Condition on an event: the Kafka triggers are raw, conditional event source mappings
-    assert not properties.get("Events")
+    # SAM ignores a Condition on an event: the Kafka triggers are raw, conditional event source mappings; the one
+    # SAM event is the retry queue's, on every stage
+    (retries,) = properties["Events"].values()
+    assert retries["Type"] == "SQS"
+    assert retries["Properties"]["Queue"] == {"Fn::GetAtt": ["RetryQueue", "Arn"]}
+    assert retries["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 def test_consumer_environment_wiring():
@@ -149,7 +153,7 @@ def test_consumer_environment_wiring():
     assert variables["DLQ_URL"] == {"Ref": "DeadLetterQueue"}, "Ref of an SQS queue is its URL"
     assert variables["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
     assert variables["SUBSCRIPTIONS"] == {"Fn::If": ["HasSubscriptions", {"Ref": "Subscriptions"}, NO_VALUE]}
-    assert variables["MAX_DELIVERY_ATTEMPTS"] == "3"
+    assert variables["RETRY_MAX_DELAY_SECONDS"] == {"Ref": "RetryMaxDelaySeconds"}
     assert variables["WEBHOOK_TIMEOUT_MS"] == "2000"
     shared = template["Globals"]["Function"]["Environment"]["Variables"]
     assert shared["KAFKA_BOOTSTRAP_SERVERS"] == {"Ref": "KafkaBootstrapServers"}, "Kafka targets use the bus's brokers"
@@ -416,13 +420,16 @@ def test_consumer_statements_are_least_privilege(source: str, security: str, sub
     assert by_sid["IdempotencyRecords"]["Resource"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}
     assert _actions(by_sid["IdempotencyRecords"]) == {
         "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",  # the lanes of a batch's ordered subscriptions, in one call
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
     }
 
     msk_trigger = source == "msk"
-    expected = {"DeadLetters", "IdempotencyRecords"}
+    assert by_sid["RetryQueue"]["Resource"] == {"Fn::GetAtt": ["RetryQueue", "Arn"]}
+    assert _actions(by_sid["RetryQueue"]) == {"sqs:SendMessage"}
+    expected = {"DeadLetters", "IdempotencyRecords", "RetryQueue"}
     if security == "scram":
         expected |= {"KafkaScramSecret", "KafkaScramSecretKey"}
     if msk_trigger:

@@ -1,4 +1,5 @@
-"""KafkaConsumerFunction's plain logic: subscriptions (format, matching), settings, record decoding."""
+"""KafkaConsumerFunction's plain logic: subscriptions (format, matching, delivery promises), settings, record
+decoding, the retry backoff and tickets, batch calls."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 
 import pytest
 from cloudevents.core.v1.event import CloudEvent
 from consumer.decoding import PoisonRecordError, read_record, to_cloud_event
+from consumer.parking import Backoff, Ticket
 from consumer.settings import ConsumerSettings
-from consumer.subscriptions import matching, parse_subscriptions
-from consumer.targets import sign
+from consumer.subscriptions import RetryPolicy, Subscription, matching, parse_subscriptions
+from consumer.targets import Outbound, batches, sign
 from observability import ConfigError
 
 
@@ -169,3 +172,76 @@ def test_a_dead_letter_always_fits_an_sqs_message():
     assert {"value_base64_omitted", "key_base64_omitted", "headers_omitted"} <= set(letter)
     assert letter["value_sha256"] == hashlib.sha256(b"v" * 900_000).hexdigest()
     assert (letter["topic"], letter["offset"]) == ("orders", 1)
+
+
+class TestDeliveryPromises:
+    def parsed(self, **extra: object) -> Subscription:
+        item = {"name": "s", "match": {"type": "x"}, "target": {"type": "webhook", "url": "https://h"}, **extra}
+        (parsed,) = parse_subscriptions(json.dumps([item]), "SUBSCRIPTIONS")
+        return parsed
+
+    def test_defaults_are_eventbridges(self):
+        parsed = self.parsed()
+        assert parsed.ordering == "key"
+        assert parsed.retry == RetryPolicy(maximum_event_age_s=86_400, maximum_retry_attempts=185)
+        assert parsed.max_concurrency == 16
+
+    def test_a_subscription_states_its_ordering_retry_policy_and_concurrency(self):
+        parsed = self.parsed(
+            ordering="none",
+            retry_policy={"maximum_event_age_seconds": 3600, "maximum_retry_attempts": 0},
+            max_concurrency=4,
+        )
+        assert (parsed.ordering, parsed.retry, parsed.max_concurrency) == ("none", RetryPolicy(3600, 0), 4)
+
+    @pytest.mark.parametrize(
+        ("extra", "message"),
+        [
+            ({"ordering": "fifo"}, "ordering must be one of key, none"),
+            ({"retry_policy": {"maximum_event_age_seconds": 59}}, "from 60 to 86400"),
+            ({"retry_policy": {"maximum_retry_attempts": 186}}, "from 0 to 185"),
+            ({"retry_policy": {"maximum_retry_attempts": True}}, "from 0 to 185"),
+            ({"retry_policy": {"attempts": 3}}, "retry_policy takes"),
+            ({"max_concurrency": 0}, "max_concurrency must be an integer from 1 to 64"),
+        ],
+    )
+    def test_a_bad_promise_fails_start_up_naming_it(self, extra: dict, message: str):
+        with pytest.raises(ConfigError, match=message):
+            self.parsed(**extra)
+
+
+class TestBackoff:
+    def test_each_step_doubles_with_jitter_up_to_the_cap_and_never_past_the_window(self):
+        backoff = Backoff(base_s=2, cap_s=900)
+        rng = random.Random(7)  # noqa: S311 - jitter, not secrets
+        for attempts, step in [(1, 2), (2, 4), (3, 8), (9, 512), (10, 900), (50, 900)]:
+            delays = {backoff.delay_s(attempts, time_left_s=10_000, rng=rng) for _ in range(50)}
+            assert min(delays) >= int(step / 2)
+            assert max(delays) <= step
+        assert backoff.delay_s(12, time_left_s=30, rng=rng) <= 30, "the last retry falls inside the window"
+
+    def test_no_delay_is_longer_than_sqs_takes(self):
+        assert Backoff(base_s=900, cap_s=10_000).delay_s(20, time_left_s=99_999) <= 900
+
+
+class TestTickets:
+    def test_a_ticket_survives_its_message(self):
+        ticket = Ticket("s", "key:orders:ab", "orders/00000/00000000000000000007", {"topic": "orders"}, 2, 1.5, "e")
+        assert Ticket.parse(ticket.body()) == ticket
+        assert ticket.then("later error").attempts == 3
+
+    @pytest.mark.parametrize("body", ["", "[]", '{"v": 2}', '{"v": 1, "subscription": "s"}', "not json"])
+    def test_anything_else_is_not_a_ticket(self, body: str):
+        with pytest.raises(ValueError, match=r"ticket|Expecting|JSON"):
+            Ticket.parse(body)
+
+
+class TestBatches:
+    def test_ten_entries_and_256_kib_at_most_per_call(self):
+        small = [Outbound(event(id=str(n)), {}) for n in range(23)]
+        assert [len(call) for call in batches(small)] == [10, 10, 3]
+        big = [
+            Outbound(CloudEvent({"specversion": "1.0", "id": str(n), "source": "/s", "type": "t"}, "x" * 100_000), {})
+            for n in range(5)
+        ]
+        assert [len(call) for call in batches(big)] == [2, 2, 1]

@@ -1,5 +1,6 @@
 """The dead-letter queue: records that cannot be delivered go to SQS (DLQ_URL) with the reason, the error's
-event id, where they were (topic, partition, offset) and their original bytes."""
+event id, where they were (topic, partition, offset) and their original bytes; a delivery whose retries ran
+out also says which subscription, how many attempts were made, when the first failed and the last error."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ class DeadLetter:
     value_sha256: str | None = None
     value_bytes: int = 0
     headers: list[list[str]] | None = None
+    attempts: int | None = None
+    first_failed_at: float | None = None
+    last_error: str | None = None
 
     @classmethod
     def of(
@@ -40,6 +44,9 @@ class DeadLetter:
         *,
         subscription: str | None = None,
         event: dict[str, str] | None = None,
+        attempts: int | None = None,
+        first_failed_at: float | None = None,
+        last_error: str | None = None,
     ) -> DeadLetter:
         if isinstance(record, RawRecord):
             value = record.value or b""
@@ -57,6 +64,9 @@ class DeadLetter:
                 value_sha256=hashlib.sha256(value).hexdigest(),
                 value_bytes=len(value),
                 headers=[[name, base64.b64encode(data).decode()] for name, data in record.headers],
+                attempts=attempts,
+                first_failed_at=first_failed_at,
+                last_error=last_error,
             )
         # a record whose bytes did not even decode: keep the event source mapping's fields as they came
         return cls(

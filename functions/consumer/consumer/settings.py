@@ -18,12 +18,12 @@ class ConsumerSettings:
     subscriptions: tuple[Subscription, ...] = ()
     dlq_url: str | None = None
     idempotency_table: str | None = None
-    idempotency_ttl_s: int = 24 * 3600
-    max_delivery_attempts: int = 3
-    mapping_retry_attempts: int | None = None
-    """The event source mapping's MaximumRetryAttempts: on the invocation where a record has used them up, the
-    consumer settles it itself (delivers, or dead-letters with the reason) rather than let the mapping's
-    on-failure destination take it without one. None: the mapping retries without bound."""
+    idempotency_ttl_s: int = 2 * 24 * 3600
+    retry_queue_url: str | None = None
+    """The SQS queue where failed deliveries wait for their retry (drained by `app.retry_handler`); unset: a
+    delivery that fails is dead-lettered at once, with the reason."""
+    retry_base_delay_s: float = 1.0
+    retry_max_delay_s: int = 900
     max_record_bytes: int = 1_000_000
     webhook_timeout_s: float = 2.0
     webhook_secret: str | None = None
@@ -46,11 +46,11 @@ class ConsumerSettings:
             subscriptions=_subscriptions(env, read_parameter or read_ssm_parameter),
             dlq_url=env.url("DLQ_URL"),
             idempotency_table=env.raw("IDEMPOTENCY_TABLE"),
-            idempotency_ttl_s=env.integer("IDEMPOTENCY_TTL_SECONDS", 24 * 3600, 1, 30 * 24 * 3600),
-            max_delivery_attempts=env.integer("MAX_DELIVERY_ATTEMPTS", 3, 1, 100),
-            mapping_retry_attempts=env.integer("EVENT_SOURCE_MAX_RETRY_ATTEMPTS", -1, -1, 10_000)
-            if env.raw("EVENT_SOURCE_MAX_RETRY_ATTEMPTS") not in (None, "-1")
-            else None,
+            # a delivery record outlives every retry of it: the retry window is a day at most
+            idempotency_ttl_s=env.integer("IDEMPOTENCY_TTL_SECONDS", 2 * 24 * 3600, 1, 30 * 24 * 3600),
+            retry_queue_url=env.url("RETRY_QUEUE_URL"),
+            retry_base_delay_s=env.number("RETRY_BASE_DELAY_SECONDS", 1.0, 0.0, 900.0),
+            retry_max_delay_s=env.integer("RETRY_MAX_DELAY_SECONDS", 900, 1, 900),
             max_record_bytes=env.integer("MAX_RECORD_BYTES", 1_000_000, 1024, 100 * 1024 * 1024),
             webhook_timeout_s=env.integer("WEBHOOK_TIMEOUT_MS", 2000, 10, 60_000) / 1000,
             webhook_secret=env.raw("WEBHOOK_SECRET"),

@@ -1,9 +1,10 @@
-"""Subscriptions: which events go where. Matching is plain logic on CloudEvent attributes."""
+"""Subscriptions: which events go where, with each subscription's own delivery promises (ordering, retry
+policy, concurrency). Matching is plain logic on CloudEvent attributes."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,19 @@ from cloudevents.core.base import BaseCloudEvent
 from observability import ConfigError
 
 TARGET_TYPES = {"sqs": "url", "sns": "arn", "webhook": "url", "kafka": "topic"}
+ORDERINGS = ("key", "none")
+MAX_EVENT_AGE_S = 24 * 3600  # EventBridge's default and ceiling: a day
+MAX_RETRY_ATTEMPTS = 185  # EventBridge's default and ceiling
+MAX_CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a failing delivery is retried (EventBridge's names and defaults): until the event is
+    `maximum_event_age_s` old or `maximum_retry_attempts` retries failed, whichever comes first."""
+
+    maximum_event_age_s: int = MAX_EVENT_AGE_S
+    maximum_retry_attempts: int = MAX_RETRY_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,12 @@ class Subscription:
     target: Target
     source: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    ordering: str = "key"
+    """`key`: a later event of a key never reaches the target before an earlier one it has not had yet (the
+    Kafka record key; records without one are ordered by partition). `none`: failures hold nothing back."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_concurrency: int = 16
+    """Webhooks: requests in flight at once (one key's events are still sent one after another)."""
 
     def matches(self, event: BaseCloudEvent) -> bool:
         event_type = event.get_type()
@@ -47,7 +67,8 @@ def parse_subscriptions(text: str, origin: str) -> tuple[Subscription, ...]:
     """The SUBSCRIPTIONS format of ARCHITECTURE.md; a bad entry fails start-up naming `origin` and the entry."""
     expected = (
         'a JSON list of {"name", "match": {"type", "source"?, "attributes"?}, '
-        '"target": {"type": sqs|sns|webhook|kafka, "url"|"arn"|"topic"}}'
+        '"target": {"type": sqs|sns|webhook|kafka, "url"|"arn"|"topic"}, "ordering"?: key|none, '
+        '"retry_policy"?: {"maximum_event_age_seconds"?, "maximum_retry_attempts"?}, "max_concurrency"?}'
     )
     try:
         items = json.loads(text)
@@ -86,13 +107,38 @@ def _subscription(item: Any, index: int, origin: str, expected: str) -> Subscrip
     address = target.get(TARGET_TYPES[target["type"]])
     if not isinstance(address, str) or not address:
         raise fail(f"a {target['type']} target needs {TARGET_TYPES[target['type']]!r}")
+    ordering = item.get("ordering", "key")
+    if ordering not in ORDERINGS:
+        raise fail("ordering must be one of " + ", ".join(ORDERINGS))
+    concurrency = item.get("max_concurrency", 16)
+    if not _is_int(concurrency) or not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise fail(f"max_concurrency must be an integer from 1 to {MAX_CONCURRENCY}")
     return Subscription(
         name=name,
         event_type=match["type"],
         source=source,
         attributes={key: _canonical(value) for key, value in attributes.items()},
         target=Target(target["type"], address, target.get("secret_arn")),
+        ordering=ordering,
+        retry=_retry_policy(item.get("retry_policy", {}), fail),
+        max_concurrency=concurrency,
     )
+
+
+def _retry_policy(policy: object, fail: Callable[[str], ConfigError]) -> RetryPolicy:
+    if not isinstance(policy, Mapping) or set(policy) - {"maximum_event_age_seconds", "maximum_retry_attempts"}:
+        raise fail("retry_policy takes maximum_event_age_seconds and maximum_retry_attempts")
+    age = policy.get("maximum_event_age_seconds", MAX_EVENT_AGE_S)
+    attempts = policy.get("maximum_retry_attempts", MAX_RETRY_ATTEMPTS)
+    if not _is_int(age) or not 60 <= age <= MAX_EVENT_AGE_S:
+        raise fail(f"retry_policy.maximum_event_age_seconds must be an integer from 60 to {MAX_EVENT_AGE_S}")
+    if not _is_int(attempts) or not 0 <= attempts <= MAX_RETRY_ATTEMPTS:
+        raise fail(f"retry_policy.maximum_retry_attempts must be an integer from 0 to {MAX_RETRY_ATTEMPTS}")
+    return RetryPolicy(maximum_event_age_s=age, maximum_retry_attempts=attempts)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _canonical(value: object) -> str:

@@ -1,19 +1,24 @@
-"""Delivering a CloudEvent to a subscription's target: an SQS queue, an SNS topic, an HTTP webhook (signed
-with HMAC-SHA256) or another Kafka topic. A failure says whether a retry may succeed (`transient`)."""
+"""Delivering CloudEvents to a subscription's target: an SQS queue or SNS topic (in batches of 10), an HTTP
+webhook (signed with HMAC-SHA256, on keep-alive connections) or another Kafka topic (one produce and one flush
+for many events). A failure says whether a retry may succeed (`transient`)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import http.client
+import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
 from eventbus.producer import EventProducer
 from eventbus.records import to_kafka_record
+from opentelemetry.context import Context
 
 from consumer.errors import ConsumerError
 from consumer.subscriptions import Subscription
@@ -23,6 +28,8 @@ SIGNATURE_HEADER = "X-Eventbus-Signature"
 # 401/403 too: after a secret rotation the next read of the secret fixes them
 TRANSIENT_HTTP = frozenset({401, 403, 408, 425, 429, 500, 502, 503, 504})
 SECRET_TTL_S = 300.0
+# what reusing a keep-alive connection the host has closed meanwhile raises (the request was not taken)
+STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 TRANSIENT_AWS_CODES = frozenset(
     {
         "Throttling",
@@ -54,7 +61,41 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac}"
 
 
+@dataclass(frozen=True)
+class Outbound:
+    """One event on its way to a target: the event, its structured body, and the trace context it carries."""
+
+    event: BaseCloudEvent
+    trace_headers: Mapping[str, str]
+
+    @functools.cached_property
+    def body(self) -> bytes:
+        return structured_body(self.event)
+
+
+BATCH_ENTRIES = 10  # SendMessageBatch and PublishBatch take 10 entries ...
+BATCH_BYTES = 256 * 1024  # ... of at most 256 KiB together
+
+
+def batches(outbounds: Sequence[Outbound]) -> list[list[Outbound]]:
+    """SQS/SNS batch calls for `outbounds`, in order: 10 entries and 256 KiB at most each (an event larger
+    than that goes alone)."""
+    calls: list[list[Outbound]] = []
+    size = 0
+    for outbound in outbounds:
+        weight = len(outbound.body) + 1024  # the attributes
+        if not calls or len(calls[-1]) == BATCH_ENTRIES or size + weight > BATCH_BYTES:
+            calls.append([])
+            size = 0
+        calls[-1].append(outbound)
+        size += weight
+    return calls
+
+
 class Deliverer:
+    """Calls the targets. Webhooks keep one keep-alive connection per host and thread; SQS and SNS take
+    batches (`send_batch`); Kafka targets one produce and one flush for many events (`produce`)."""
+
     def __init__(
         self,
         *,
@@ -70,39 +111,70 @@ class Deliverer:
         self._webhook_secret = webhook_secret
         self._read_secret = read_secret
         self._secrets: dict[str, tuple[float, str]] = {}
+        self._connections = threading.local()
 
     def deliver(self, subscription: Subscription, event: BaseCloudEvent, trace_headers: Mapping[str, str]) -> None:
-        target = subscription.target
-        if target.type == "kafka":
-            self._to_kafka(target.address, event)
+        """One event to its subscription's target; raises DeliveryError."""
+        outbound = Outbound(event, trace_headers)
+        if subscription.target.type == "webhook":
+            self.post(subscription, outbound)
             return
-        body = structured_body(event)
-        if target.type == "webhook":
-            self._to_webhook(subscription, body, trace_headers)
-        elif target.type == "sqs":
-            self._aws(
-                lambda: self._sqs.send_message(
-                    QueueUrl=target.address,
-                    MessageBody=body.decode(),
-                    MessageAttributes=_attributes(event, trace_headers),
-                )
-            )
+        if subscription.target.type == "kafka":
+            (failure,) = self.produce(subscription, [outbound], [None])
         else:
-            self._aws(
-                lambda: self._sns.publish(
-                    TopicArn=target.address, Message=body.decode(), MessageAttributes=_attributes(event, trace_headers)
+            (failure,) = self.send_batch(subscription, [outbound])
+        if failure is not None:
+            raise failure
+
+    def send_batch(self, subscription: Subscription, outbounds: Sequence[Outbound]) -> list[DeliveryError | None]:
+        """One SendMessageBatch (SQS) or PublishBatch (SNS) call for at most 10 events: each entry's failure."""
+        target = subscription.target
+        entries = [
+            {
+                "Id": str(index),
+                "MessageAttributes": _attributes(outbound.event, outbound.trace_headers),
+                "MessageBody" if target.type == "sqs" else "Message": outbound.body.decode(),
+            }
+            for index, outbound in enumerate(outbounds)
+        ]
+        try:
+            if target.type == "sqs":
+                response = self._aws(lambda: self._sqs.send_message_batch(QueueUrl=target.address, Entries=entries))
+            else:
+                response = self._aws(
+                    lambda: self._sns.publish_batch(TopicArn=target.address, PublishBatchRequestEntries=entries)
                 )
+        except DeliveryError as failure:
+            return [failure] * len(outbounds)
+        failures: list[DeliveryError | None] = [None] * len(outbounds)
+        for failed in response.get("Failed", []):
+            code = str(failed.get("Code", "error"))
+            failures[int(failed["Id"])] = DeliveryError(
+                f"{code}: {failed.get('Message', '')}".strip(": "),
+                transient=not failed.get("SenderFault", False) or code in TRANSIENT_AWS_CODES,
             )
+        return failures
 
-    def _to_kafka(self, topic: str, event: BaseCloudEvent) -> None:
+    def produce(
+        self, subscription: Subscription, outbounds: Sequence[Outbound], parents: Sequence[Context | None]
+    ) -> list[DeliveryError | None]:
+        """Every event to the subscription's Kafka topic: one produce call each, one flush for all."""
         if self._producer is None:
-            raise DeliveryError("no Kafka producer is configured", transient=False)
-        key = str(event.get_extension("partitionkey") or event.get_subject() or event.get_id())
-        (delivery,) = self._producer().send([to_kafka_record(event, topic, key)], timeout_s=self._webhook_timeout_s)
-        if not delivery.ok:
-            raise DeliveryError(f"Kafka topic {topic}: {delivery.error}", transient=not delivery.permanent)
+            return [DeliveryError("no Kafka producer is configured", transient=False)] * len(outbounds)
+        topic = subscription.target.address
+        records = [to_kafka_record(outbound.event, topic, _kafka_key(outbound.event)) for outbound in outbounds]
+        deliveries = self._producer().send(
+            records, timeout_s=self._webhook_timeout_s, parents=[parent or Context() for parent in parents]
+        )
+        return [
+            None
+            if delivery.ok
+            else DeliveryError(f"Kafka topic {topic}: {delivery.error}", transient=not delivery.permanent)
+            for delivery in deliveries
+        ]
 
-    def _to_webhook(self, subscription: Subscription, body: bytes, trace_headers: Mapping[str, str]) -> None:
+    def post(self, subscription: Subscription, outbound: Outbound) -> None:
+        """One signed POST to the subscription's webhook, on this thread's keep-alive connection to its host."""
         try:
             url = urllib.parse.urlsplit(subscription.target.address)
             port = url.port
@@ -110,27 +182,56 @@ class Deliverer:
             raise DeliveryError(f"webhook URL {subscription.target.address!r} is invalid", transient=False) from None
         if url.scheme not in ("http", "https") or not url.hostname:
             raise DeliveryError(f"webhook URL {subscription.target.address!r} is not http(s)", transient=False)
-        headers = {"Content-Type": "application/cloudevents+json", **trace_headers}
+        body = outbound.body
+        headers = {"Content-Type": "application/cloudevents+json", **outbound.trace_headers}
         secret = self._secret_for(subscription)
         if secret:
             headers[SIGNATURE_HEADER] = sign(secret, body, int(time.time()))
-        connection_type = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        connection = connection_type(url.hostname, port, timeout=self._webhook_timeout_s)
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        try:
-            connection.request("POST", path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-        except (OSError, http.client.HTTPException) as error:  # refused, reset, timed out
-            raise DeliveryError(f"webhook {url.hostname}: {type(error).__name__}: {error}", transient=True) from None
-        finally:
-            connection.close()
+        origin = (url.scheme, url.hostname, port)
+        for reused in (True, False):
+            connection, was_open = self._connection(origin)
+            try:
+                connection.request("POST", path, body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as error:  # refused, reset, timed out
+                self._close(origin)
+                if reused and was_open and isinstance(error, STALE_CONNECTION_ERRORS):
+                    continue  # the host closed an idle keep-alive connection: once more on a new one
+                raise DeliveryError(
+                    f"webhook {url.hostname}: {type(error).__name__}: {error}", transient=True
+                ) from None
+            if response.will_close:
+                self._close(origin)
+            break
         if response.status in (401, 403):
             self.forget_secret(subscription)
         if not 200 <= response.status < 300:
             raise DeliveryError(
                 f"webhook {url.hostname} answered HTTP {response.status}", transient=response.status in TRANSIENT_HTTP
             )
+
+    def _connection(self, origin: tuple[str, str, int | None]) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection to `origin`, and whether it was already open (a kept-alive one)."""
+        pool: dict[tuple[str, str, int | None], http.client.HTTPConnection] | None = getattr(
+            self._connections, "pool", None
+        )
+        if pool is None:
+            pool = self._connections.pool = {}
+        connection = pool.get(origin)
+        if connection is not None:
+            return connection, connection.sock is not None
+        scheme, host, port = origin
+        connection_type = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        connection = pool[origin] = connection_type(host, port, timeout=self._webhook_timeout_s)
+        return connection, False
+
+    def _close(self, origin: tuple[str, str, int | None]) -> None:
+        pool = getattr(self._connections, "pool", {})
+        connection = pool.pop(origin, None)
+        if connection is not None:
+            connection.close()
 
     def _secret_for(self, subscription: Subscription) -> str | None:
         arn = subscription.target.secret_arn
@@ -154,11 +255,11 @@ class Deliverer:
             self._secrets.pop(subscription.target.secret_arn, None)
 
     @staticmethod
-    def _aws(call: Callable[[], object]) -> None:
+    def _aws(call: Callable[[], Any]) -> Any:  # noqa: ANN401 - a boto3 response
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            call()
+            return call()
         except ClientError as error:
             code = str(error.response.get("Error", {}).get("Code", ""))
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -167,6 +268,10 @@ class Deliverer:
             ) from None
         except BotoCoreError as error:  # endpoint unreachable, timeouts
             raise DeliveryError(f"{type(error).__name__}: {error}", transient=True) from None
+
+
+def _kafka_key(event: BaseCloudEvent) -> str:
+    return str(event.get_extension("partitionkey") or event.get_subject() or event.get_id())
 
 
 def _attributes(event: BaseCloudEvent, trace_headers: Mapping[str, str]) -> dict[str, dict[str, str]]:

@@ -114,6 +114,10 @@ faults:  ## the fault matrix against the running stack (make up deploy first): a
 bench: system-deps $(BENCH_VENV)/.installed  ## benchmarks against Powertools, OTel's Lambda layer, Sentry (ARGS=--quick)
 	$(BENCH_VENV)/bin/python tests/perf/bench_layer.py $(ARGS)
 
+.PHONY: bench-delivery
+bench-delivery: $(VENV)/.installed  ## the consumer's delivery engine against the sequential baseline (ARGS=--quick)
+	$(VENV)/bin/python tests/perf/bench_delivery.py $(ARGS)
+
 .PHONY: clean
 clean:  ## remove virtual environments and build output
 	rm -rf $(VENV) $(SAM_VENV) $(BENCH_VENV) $(LAMBDA_VENV) $(LOCALSTACK_VENV) .aws-sam .local .pytest_cache .mypy_cache \

@@ -179,12 +179,14 @@ class _Run:
         for call in batches([Outbound(d.event, telemetry.http_headers(d.parent)) for d in claimed]):
             members, claimed = claimed[: len(call)], claimed[len(call) :]
             started = time.perf_counter()
+            # one event: its span is a child of the event's; a batch call sits in the batch's trace, linked to each
+            single = len(members) == 1
             with telemetry.span(
                 f"deliver {subscription.name}",
                 kind=SpanKind.PRODUCER,
                 attributes={**_span_attributes(subscription), "messaging.batch.message_count": len(call)},
-                links=telemetry.links(d.parent for d in members),
-                context=self.context,
+                links=None if single else telemetry.links(d.parent for d in members),
+                context=members[0].parent if single else self.context,
             ) as span:
                 try:
                     failures = self.engine._deliverer.send_batch(subscription, call)

@@ -3,6 +3,7 @@ runtime collectors and business metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -41,6 +42,9 @@ def _build(spec: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:
     return Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets or DURATION_BUCKETS)
 
 
+MAX_CACHED_CHILDREN = 10_000
+
+
 class Metrics:
     """The catalog's metrics on a `CollectorRegistry` of our own (never the global default one).
 
@@ -57,6 +61,9 @@ class Metrics:
         self._specs: dict[str, MetricSpec] = {}
         self._metrics: dict[str, MetricWrapperBase] = {}
         self._business_lock = threading.Lock()
+        # (metric, label values) -> its child: a hot path (a consumer records ~10 series per record) skips the
+        # label checks and prometheus_client's lookup; bounded, and only for values the guard let through
+        self._children: dict[tuple[str, tuple[tuple[str, object], ...]], MetricWrapperBase] = {}
         for spec in CATALOG:
             self._add(spec)
         self._overflow = cast(Counter, self._metrics["metric_label_overflow_total"])
@@ -74,6 +81,19 @@ class Metrics:
         self._overflow.labels(metric=metric, label=label).inc()
 
     def _child(self, name: str, labels: Mapping[str, object]) -> MetricWrapperBase:
+        key = (name, tuple(labels.items()))
+        try:
+            return self._children[key]
+        except (KeyError, TypeError):  # TypeError: a label value that cannot be a key
+            pass
+        child, kept = self._lookup(name, labels)
+        if kept and len(self._children) < MAX_CACHED_CHILDREN:
+            with contextlib.suppress(TypeError):
+                self._children[key] = child
+        return child
+
+    def _lookup(self, name: str, labels: Mapping[str, object]) -> tuple[MetricWrapperBase, bool]:
+        """The child for `labels`, and whether every value was kept as it is (none folded by the guard)."""
         spec = self._specs.get(name)
         if spec is None:
             raise KeyError(f"unknown metric {name!r}")
@@ -81,12 +101,10 @@ class Metrics:
         if set(labels) != set(spec.labels):
             raise ValueError(f"{name} takes labels {spec.labels}, got {tuple(labels)}")
         if not spec.labels:
-            return metric
-        values = {
-            label: self.guard.value(name, label, str(value) if value not in (None, "") else UNKNOWN)
-            for label, value in labels.items()
-        }
-        return metric.labels(**values)
+            return metric, True
+        given = {label: str(value) if value not in (None, "") else UNKNOWN for label, value in labels.items()}
+        values = {label: self.guard.value(name, label, value) for label, value in given.items()}
+        return metric.labels(**values), values == given
 
     def inc(self, name: str, amount: float = 1.0, **labels: object) -> None:
         """Add to a counter (or a gauge, e.g. in-flight requests with a negative amount)."""

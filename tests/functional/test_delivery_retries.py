@@ -262,3 +262,36 @@ class TestThroughputMechanics:
         assert took < 40 * 0.05 / 2, f"{took:.2f} s: not one request after another"
         connections = {d["peer"] for d in webhook.received}
         assert len(connections) <= 4, f"{len(connections)} connections for 40 requests on a pool of 4"
+
+
+class TestLanes:
+    def test_a_busy_lanes_lost_head_is_still_found_stale(self, aws):
+        """New events joining a lane must not make its head look alive: only the head's own moves count."""
+        import boto3
+        from consumer.lanes import DynamoDBLanes
+
+        lanes = DynamoDBLanes("idempotency", 3600, client=boto3.client("dynamodb", region_name="us-east-1"))
+        lane = ("hook", "key:orders:abc")
+        lanes.join(lane, ["orders/00000/00000000000000000001"], time.time())
+        head = lanes.state(lane)
+        time.sleep(0.05)
+        lanes.join(lane, ["orders/00000/00000000000000000002"], time.time())  # a later event of the key
+        later = lanes.state(lane)
+        assert later is not None
+        assert head is not None
+        assert later.head_at == head.head_at, "joining did not refresh the head"
+        assert later.head == "orders/00000/00000000000000000001"
+        assert lanes.drop_stale_head(lane, later)
+        after = lanes.state(lane)
+        assert after is not None
+        assert after.head == "orders/00000/00000000000000000002"
+
+    def test_updates_of_a_gone_lane_make_no_item(self, aws):
+        import boto3
+        from consumer.lanes import DynamoDBLanes
+
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        lanes = DynamoDBLanes("idempotency", 3600, client=client)
+        lanes.progress(("hook", "event:x"), time.time() + 5)
+        lanes.leave(("hook", "event:x"), "orders/00000/00000000000000000001")
+        assert client.scan(TableName="idempotency")["Items"] == [], "no item without a TTL is left behind"

@@ -59,6 +59,7 @@ class Attempt:
     error: DeliveryError | None = None  # FAILED: why; HELD: why it was not attempted
     seconds: float = 0.0
     claimed: bool = False  # this invocation holds the delivery's idempotency claim (settle or release it)
+    held_elsewhere: bool = False  # FAILED because another invocation holds its claim (not the target's doing)
 
 
 def lanes(deliveries: Iterable[Delivery]) -> dict[str, list[Delivery]]:

@@ -207,7 +207,20 @@ class _Run:
         chunks = [deliveries[start : start + 10] for start in range(0, len(deliveries), 10)]
         claims = self._concurrently(subscription, lambda chunk: [self._claim_all(chunk)], chunks)
         attempts = [attempt for done, _ in claims for attempt in done]
-        claimed = [delivery for _, todo in claims for delivery in todo]
+        # in lane order: a claim not granted holds the rest of its lane (the first such claim of each lane)
+        holding: dict[str, tuple[str, DeliveryError]] = {}
+        for attempt in sorted(attempts, key=lambda a: a.delivery.seq):
+            why = _holds_lane(attempt)
+            if why is not None and attempt.delivery.lane not in holding:
+                holding[attempt.delivery.lane] = (attempt.delivery.seq, why)
+        claimed: list[Delivery] = []
+        for delivery in (d for _, todo in claims for d in todo):
+            held = holding.get(delivery.lane)
+            if held is not None and held[0] < delivery.seq:
+                self.engine._idempotency.release(delivery.idempotency_key, held[1].reason)
+                attempts.append(Attempt(delivery, Status.HELD, held[1]))
+            else:
+                claimed.append(delivery)
         if not claimed:
             return attempts
         started = time.perf_counter()
@@ -238,7 +251,12 @@ class _Run:
             return Attempt(delivery, Status.DUPLICATE)
         # being delivered elsewhere, or the store did not answer: a failed attempt, retried like any other
         detail = claim.detail or claim.state.value
-        return Attempt(delivery, Status.FAILED, DeliveryError(f"deferred: {detail}", transient=True))
+        return Attempt(
+            delivery,
+            Status.FAILED,
+            DeliveryError(f"deferred: {detail}", transient=True),
+            held_elsewhere=claim.state is ClaimState.IN_PROGRESS,
+        )
 
     def _claim_all(self, deliveries: Sequence[Delivery]) -> tuple[list[Attempt], list[Delivery]]:
         ended: list[Attempt] = []

@@ -3,7 +3,8 @@ key is never delivered before an earlier one that is parked.
 
 With a DynamoDB table (IDEMPOTENCY_TABLE), each lane that has parked events is one item beside the idempotency
 records: `pending` (the parked events' places, `<topic>/<partition>/<offset>`, whose smallest is the lane's
-head), `next_attempt_at` (when the head is retried next) and `updated_at` (its last change). The consumer parks
+head), `next_attempt_at` (when the head is retried next) and `head_at` (when the head last moved or was
+tried; new events joining the lane do not change it). The consumer parks
 a lane's new events behind its head; the retry function delivers only the head, and takes it out once
 delivered or dead-lettered. A head whose ticket is gone (its message lost) is dropped once it has not changed
 for longer than any retry delay could explain, so that its lane cannot stay blocked.
@@ -37,7 +38,7 @@ class LaneStoreError(Exception):
 class LaneState:
     pending: frozenset[str]
     next_attempt_at: float = 0.0
-    updated_at: float = 0.0
+    head_at: float = 0.0  # when the head last moved or was attempted
 
     @property
     def head(self) -> str:
@@ -143,7 +144,7 @@ class DynamoDBLanes:
         now = time.time()
         self._update(
             lane,
-            "ADD pending :seqs SET updated_at = :now, expiration = :expiration,"
+            "ADD pending :seqs SET expiration = :expiration, head_at = if_not_exists(head_at, :now),"
             " next_attempt_at = if_not_exists(next_attempt_at, :next)",
             {
                 ":seqs": {"SS": list(seqs)},
@@ -163,13 +164,13 @@ class DynamoDBLanes:
         return _state(item) if item else None
 
     def leave(self, lane: LaneId, seq: str) -> None:
-        self._update(lane, "DELETE pending :seq SET updated_at = :now", {":seq": {"SS": [seq]}, **_now()})
+        self._update(lane, "DELETE pending :seq SET head_at = :now", {":seq": {"SS": [seq]}, **_now()})
 
     def progress(self, lane: LaneId, next_attempt_at: float) -> None:
         try:
             self._update(
                 lane,
-                "SET next_attempt_at = :next, updated_at = :now",
+                "SET next_attempt_at = :next, head_at = :now",
                 {":next": {"N": f"{next_attempt_at:.3f}"}, **_now()},
             )
         except LaneStoreError:
@@ -180,11 +181,11 @@ class DynamoDBLanes:
             self._client.update_item(
                 TableName=self._table,
                 Key={"id": {"S": self.item_id(lane)}},
-                UpdateExpression="DELETE pending :seq SET updated_at = :now",
-                ConditionExpression="updated_at = :seen",
+                UpdateExpression="DELETE pending :seq SET head_at = :now",
+                ConditionExpression="head_at = :seen",
                 ExpressionAttributeValues={
                     ":seq": {"SS": [state.head]},
-                    ":seen": {"N": f"{state.updated_at:.3f}"},
+                    ":seen": {"N": f"{state.head_at:.3f}"},
                     **_now(),
                 },
             )
@@ -196,14 +197,20 @@ class DynamoDBLanes:
         return True
 
     def _update(self, lane: LaneId, expression: str, values: Mapping[str, Any]) -> None:
+        """`expression` on the lane's item; one that is gone (expired, or never joined) is left alone, except by
+        `join`, which makes it."""
+        condition = {} if expression.startswith("ADD pending") else {"ConditionExpression": "attribute_exists(id)"}
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key={"id": {"S": self.item_id(lane)}},
                 UpdateExpression=expression,
                 ExpressionAttributeValues=dict(values),
+                **condition,  # type: ignore[arg-type]
             )
         except Exception as error:
+            if getattr(error, "response", {}).get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return
             raise LaneStoreError(f"the lane store did not answer: {type(error).__name__}") from error
 
 
@@ -218,5 +225,5 @@ def _state(item: Mapping[str, Any]) -> LaneState | None:
     return LaneState(
         pending=frozenset(pending),
         next_attempt_at=float(item.get("next_attempt_at", {}).get("N", 0)),
-        updated_at=float(item.get("updated_at", {}).get("N", 0)),
+        head_at=float(item.get("head_at", {}).get("N", 0)),
     )

@@ -217,6 +217,11 @@ class Processor:
                 continue
             policy = delivery.subscription.retry
             window_left = _window_end(delivery.raw, policy.maximum_event_age_s, now) - now
+            if not failed and not self.settings.retry_queue_url:  # nowhere to park it: the mapping brings it back
+                self.settler.release(attempt, "not attempted")
+                self.settler.count(delivery, Outcome.UNSETTLED, 0.0)
+                settled.append((attempt, Outcome.UNSETTLED))
+                continue
             if not self.settings.retry_queue_url or (failed and policy.maximum_retry_attempts == 0) or window_left <= 0:
                 why = (
                     "no retry queue (RETRY_QUEUE_URL) is configured"

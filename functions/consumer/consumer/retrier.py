@@ -112,7 +112,7 @@ class Retrier:
         return None
 
     def _stale(self, state: LaneState) -> bool:
-        return time.time() - state.updated_at > self.stale_after_s
+        return time.time() - state.head_at > self.stale_after_s
 
     def _drop(self, lane: tuple[str, str], state: LaneState) -> bool:
         try:
@@ -124,7 +124,7 @@ class Retrier:
                 "lane of %s: head %s unchanged for %d s, its ticket is lost; the lane goes on without it",
                 lane[0],
                 state.head,
-                int(time.time() - state.updated_at),
+                int(time.time() - state.head_at),
             )
         return dropped
 
@@ -160,7 +160,7 @@ class Retrier:
         if attempt.status is Status.HELD:  # out of time: back at once, no attempt counted
             (outcome,) = self.settler.park([Parking(attempt, ticket, 0)], join_lanes=False)
             return outcome
-        after = ticket.then(error.reason)
+        after = ticket if attempt.held_elsewhere else ticket.then(error.reason)
         elapsed = _duration(time.time() - ticket.first_failed_at)
         if not error.transient:
             reason = f"delivery to {ticket.subscription} refused after {after.attempts} attempts: {error.reason}"
@@ -175,8 +175,11 @@ class Retrier:
                 f"({policy.maximum_event_age_s} s) ended; last error: {error.reason}"
             )
         else:
+            if attempt.held_elsewhere:  # another invocation is delivering it now: wait, no attempt counted
+                after = ticket
             delay = max(1, self.backoff.delay_s(after.attempts, time_left_s=window_left))
-            self.settler.lanes.progress((ticket.subscription, ticket.lane), time.time() + delay)
+            if ticket.ordered and self.settler.lanes.tracks_order:
+                self.settler.lanes.progress((ticket.subscription, ticket.lane), time.time() + delay)
             (outcome,) = self.settler.park([Parking(attempt, after, delay)], join_lanes=False)
             return outcome
         outcome = self.settler.dead_letter(

@@ -121,15 +121,14 @@ class Settler:
                 self.count(attempt.delivery, Outcome.PARKED, attempt.seconds)
                 outcomes.append(Outcome.PARKED)
                 continue
-            if parking.ticket.ordered:
-                self._leave(attempt.delivery, parking.ticket)
             last = f"; last error: {attempt.error.reason}" if attempt.error is not None else ""
             reason = f"delivery to {attempt.delivery.subscription.name} could not be parked for a retry ({error}){last}"
-            outcomes.append(
-                self.dead_letter(
-                    attempt, reason, attempts=parking.ticket.attempts, first_failed_at=parking.ticket.first_failed_at
-                )
+            outcome = self.dead_letter(
+                attempt, reason, attempts=parking.ticket.attempts, first_failed_at=parking.ticket.first_failed_at
             )
+            if outcome is Outcome.DEAD_LETTERED:  # settled: its lane goes on (unsettled, it keeps its place)
+                self.leave(attempt.delivery, parking.ticket)
+            outcomes.append(outcome)
         return outcomes
 
     def _join_lanes(self, parkings: Sequence[Parking]) -> list[Parking]:

@@ -4,6 +4,7 @@ an attempt at it (an `Attempt`), and its lane: the events of one subscription th
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ class Delivery:
     event: BaseCloudEvent
     parent: Context = field(default_factory=Context)  # the record's processing span: deliveries are its children
 
-    @property
+    @functools.cached_property  # looked up many times per delivery: grouping, sorting, holding
     def lane(self) -> str:
         """What the subscription's ordering promise is kept over: the record key (else its partition) for
         `ordering: key`; the event alone for `ordering: none`."""
@@ -42,12 +43,12 @@ class Delivery:
             return f"key:{self.raw.topic}:" + hashlib.sha256(self.raw.key).hexdigest()[:32]
         return f"partition:{self.raw.partition_id}"
 
-    @property
+    @functools.cached_property
     def seq(self) -> str:
         """The event's place in its lane (a key stays on its partition, so the offset orders it)."""
         return f"{self.raw.topic}/{self.raw.partition:05d}/{self.raw.offset:020d}"
 
-    @property
+    @functools.cached_property
     def idempotency_key(self) -> dict[str, str]:
         return {"subscription": self.subscription.name, "source": self.event.get_source(), "id": self.event.get_id()}
 

@@ -17,7 +17,7 @@ import base64
 import json
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from consumer.decoding import RawRecord
@@ -59,7 +59,7 @@ class Ticket:
 
     def then(self, error: str) -> Ticket:
         """This ticket after one more failed attempt."""
-        return Ticket(**{**asdict(self), "attempts": self.attempts + 1, "last_error": error[:1000]})
+        return replace(self, attempts=self.attempts + 1, last_error=error[:1000])
 
 
 def record_of(raw: RawRecord) -> dict[str, Any]:

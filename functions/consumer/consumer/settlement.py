@@ -4,6 +4,7 @@ must not happen again) or released (a retry may do it); each outcome is counted 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from collections.abc import Mapping, Sequence
@@ -185,4 +186,4 @@ class Settler:
 
 
 def _unordered(ticket: Ticket) -> Ticket:
-    return Ticket(**{**ticket.__dict__, "ordered": False})
+    return dataclasses.replace(ticket, ordered=False)

@@ -130,6 +130,12 @@ class LocalBus:
         with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5):  # noqa: S310 - ours
             pass
 
+    def webhook_down(self, seconds: float) -> None:
+        """Make the webhook answer 503 to every delivery for `seconds` from now (a subscriber that is down)."""
+        url = f"{self.state.address('webhook')}/down?seconds={seconds}"
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5):  # noqa: S310 - ours
+            pass
+
     def queue_messages(self, queue_url: str, wait_s: int = 1) -> list[dict[str, Any]]:
         """Receive (and delete) what the queue holds now."""
         sqs = self.client("sqs")

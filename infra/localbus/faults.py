@@ -35,14 +35,16 @@ from confluent_kafka import Producer
 
 from localbus import stack
 from localbus.client import LocalBus, wait_until
-from localbus.ledger import Ledger, Reconciliation
+from localbus.ledger import QUEUE, WEBHOOK, Ledger, Reconciliation
 from localbus.proxy import DelayingProxy, Seen
+from localbus.wiring import BRIEF_WINDOW
 
 PUT_ITEM = "DynamoDB_20120810.PutItem"
 LATE_S = 1.5  # past the functions' 1 s DynamoDB read timeout: botocore retries a write that succeeded
 SLOW_EVERY = 8
 OUTAGE_S = 10.0
 BACKOFF_S = 5.0  # TelemetryBackoffSeconds on the local stage (samconfig.toml)
+WEBHOOK_OUTAGE_S = 120.0  # past orders-brief-window's 60 s retry window, well inside orders-webhook's 24 h
 
 
 @dataclass
@@ -135,6 +137,56 @@ def webhook_503(run: Run) -> Reconciliation:
     return ledger.reconcile(timeout_s=180)
 
 
+def webhook_outage(run: Run) -> Reconciliation:
+    """The webhook down for 2 minutes while `run.events` order events of 20 keys flow (each key's events one
+    after another). Three subscriptions match them: the queue gets every event at once; `orders-webhook` (24 h
+    retry window) gets every event after the webhook is back, each key in order; `orders-brief-window` (60 s)
+    dead-letters every event with its reason once its window ends. The Kafka trigger never retries a batch and
+    its on-failure destination gets nothing: the function settles every record itself."""
+    ledger = Ledger(run.bus, "webhook-outage", (QUEUE, WEBHOOK, BRIEF_WINDOW))
+    trigger_log = run.state_dir / "logs" / "kafka-trigger.log"
+    log_from = trigger_log.stat().st_size if trigger_log.exists() else 0
+    run.bus.webhook_down(WEBHOOK_OUTAGE_S)
+    down_at = time.monotonic()
+    order = ledger.send_keyed(keys=20, per_key=max(1, run.events // 20))
+    accepted = sum(1 for sent in ledger.sent.values() if sent.accepted)
+    wait_until(lambda: ledger.ended(QUEUE) >= accepted, "the queue's deliveries", timeout=WEBHOOK_OUTAGE_S)
+    queued_s = time.monotonic() - down_at
+    broken = []
+    if ledger.ended(WEBHOOK):
+        broken.append("orders-webhook had deliveries while the webhook was down")
+    result = ledger.reconcile(timeout_s=WEBHOOK_OUTAGE_S + 240)
+    recovered_s = time.monotonic() - down_at
+    delivered = ledger.webhook_order(WEBHOOK)
+    out_of_order = [
+        key
+        for key, ids in order.items()
+        if [i for i in delivered if i in set(ids)] != [i for i in ids if i in set(delivered)]
+    ]
+    if out_of_order:
+        broken.append(f"{len(out_of_order)} keys reached orders-webhook out of order, e.g. {out_of_order[:3]}")
+    if result.delivered(BRIEF_WINDOW) or result.dead_lettered(BRIEF_WINDOW) != accepted:
+        broken.append(
+            f"orders-brief-window: {result.delivered(BRIEF_WINDOW)} delivered, {result.dead_lettered(BRIEF_WINDOW)} "
+            f"dead-lettered of {accepted} (all should be dead-lettered: the outage outlasts its 60 s window)"
+        )
+    retried = _trigger_lines(trigger_log, log_from, ("partial:", "bisected", " attempt ", " sent to ", "discarded"))
+    if retried:
+        broken.append(f"the Kafka trigger retried or gave up on batches: {retried[:2]}")
+    result.broken += broken
+    reasons = {
+        ending.dead_letters[0].split(";")[0]
+        for (_, name), ending in result.endings.items()
+        if name == BRIEF_WINDOW and ending.dead_letters
+    }
+    run.notes.append(
+        f"webhook-outage: the queue had all {accepted} events {queued_s:.0f} s into the {WEBHOOK_OUTAGE_S:.0f} s "
+        f"outage; orders-webhook had all {len(set(delivered))} in key order {recovered_s:.0f} s after it began; "
+        f"orders-brief-window dead-lettered {result.dead_lettered(BRIEF_WINDOW)} ({'; '.join(sorted(reasons))[:160]})"
+    )
+    return result
+
+
 def poison(run: Run) -> Reconciliation:
     """Records no decoder can read, written straight to the orders topic between the ledger's events."""
     ledger = run.ledger("poison")
@@ -189,6 +241,7 @@ SCENARIOS: dict[str, Scenario] = {
     "otlp-down": otlp_down,
     "otlp-hung": otlp_hung,
     "webhook-503": webhook_503,
+    "webhook-outage": webhook_outage,
     "poison": poison,
     "localstack-restart": localstack_restart,
 }
@@ -233,6 +286,17 @@ def _with_every_trace(run: Run, result: Reconciliation) -> Reconciliation:
     )
     result.missing_spans = len(gaps)
     return result
+
+
+def _trigger_lines(log: Path, start: int, words: tuple[str, ...]) -> list[str]:
+    """The Kafka trigger's log lines since byte `start` that contain any of `words`."""
+    try:
+        with log.open("rb") as text:
+            text.seek(start)
+            lines = text.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if any(word in line for word in words)]
 
 
 def _alive(run: Run, piece: str) -> bool:

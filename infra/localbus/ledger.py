@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localbus.client import HttpAnswer, LocalBus
+from localbus.wiring import BRIEF_WINDOW, BRIEF_WINDOW_PATH
 
 ORDER_TYPE = "com.example.order.created"
 QUEUE, WEBHOOK = "orders-to-fulfilment", "orders-webhook"
 SUBSCRIPTIONS = (QUEUE, WEBHOOK)
+WEBHOOK_PATHS = {"/hooks/bus": WEBHOOK, f"/hooks/bus{BRIEF_WINDOW_PATH}": BRIEF_WINDOW}  # receiver path -> name
 RETRYABLE = (409, 503)
 MAX_RETRY_AFTER_S = 20.0  # a client honours Retry-After (a claim held by a request that timed out: its hold)
 
@@ -68,6 +70,7 @@ class Reconciliation:
     stray_letters: int  # dead letters for events of this ledger the consumer could not attribute to a subscription
     waited_s: float
     missing_spans: int = 0  # (event, function) pairs whose spans never reached the collector, when checked
+    broken: list[str] = field(default_factory=list)  # a scenario's own promises that did not hold
 
     @property
     def accepted(self) -> list[Sent]:
@@ -85,11 +88,11 @@ class Reconciliation:
 
     @property
     def lost(self) -> list[tuple[str, str]]:
+        accepted = {sent.id for sent in self.accepted}
         return [
-            (sent.id, name)
-            for sent in self.accepted
-            for name in SUBSCRIPTIONS
-            if not self.endings[(sent.id, name)].delivered and not self.endings[(sent.id, name)].dead_letters
+            (event_id, name)
+            for (event_id, name), ending in self.endings.items()
+            if event_id in accepted and not ending.delivered and not ending.dead_letters
         ]
 
     @property
@@ -132,7 +135,7 @@ class Reconciliation:
             found.append(f"{self.server_errors} answers were 5xx other than 503")
         if self.missing_spans:
             found.append(f"{self.missing_spans} (event, function) spans never reached the collector")
-        return found
+        return found + self.broken
 
     HEADER = (
         "| scenario | sent | accepted | delivered (queue / webhook) | dead-lettered (queue / webhook) "
@@ -155,9 +158,10 @@ class Reconciliation:
 
 
 class Ledger:
-    def __init__(self, bus: LocalBus, scenario: str) -> None:
+    def __init__(self, bus: LocalBus, scenario: str, subscriptions: tuple[str, ...] = SUBSCRIPTIONS) -> None:
         self.bus = bus
         self.scenario = scenario
+        self.subscriptions = subscriptions  # the ones its events match (the queue's and the webhook's paths')
         self.sent: dict[str, Sent] = {}
         self._lock = threading.Lock()
         self._queue_ids: Counter[str] = Counter()
@@ -173,7 +177,22 @@ class Ledger:
         with ThreadPoolExecutor(max_workers=clients) as pool:
             return list(pool.map(lambda event_id: self.send_one(event_id, retries=retries, pace_s=pace_s), ids))
 
-    def send_one(self, event_id: str, *, retries: int = 3, pace_s: float = 0.0) -> Sent:
+    def send_keyed(self, keys: int, per_key: int, *, clients: int = 8) -> dict[str, list[str]]:
+        """`per_key` events for each of `keys` partition keys, each key's one after another (the next is sent
+        once the last was accepted, so the broker has them in that order), keys from `clients` concurrent
+        clients. Returns each key's event ids in the order they were sent."""
+        names = [f"{self.scenario}-key-{index}" for index in range(keys)]
+        order = {key: self.new_ids(per_key) for key in names}
+
+        def one_key(key: str) -> None:
+            for event_id in order[key]:
+                self.send_one(event_id, partition_key=key)
+
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            list(pool.map(one_key, names))
+        return order
+
+    def send_one(self, event_id: str, *, retries: int = 3, pace_s: float = 0.0, partition_key: str = "") -> Sent:
         sent = Sent(event_id)
         with self._lock:
             self.sent[event_id] = sent
@@ -184,6 +203,8 @@ class Ledger:
             "source": f"/ledger/{self.scenario}",
             "data": {"order_id": event_id[-12:], "amount": 1, "currency": "EUR"},
         }
+        if partition_key:
+            event["partitionkey"] = partition_key
         for attempt in range(retries + 1):
             started = time.monotonic()
             answer = self._post(event)
@@ -213,7 +234,7 @@ class Ledger:
                 endings[(sent.id, name)].delivered or endings[(sent.id, name)].dead_letters
                 for sent in self.sent.values()
                 if sent.accepted
-                for name in SUBSCRIPTIONS
+                for name in self.subscriptions
             )
             now = time.monotonic()
             if done and settled_at is None:
@@ -224,13 +245,34 @@ class Ledger:
         stray = sum(1 for letter in self._letters if not _letter_subscription(letter))
         return Reconciliation(self.scenario, list(self.sent.values()), endings, stray, time.monotonic() - started)
 
+    def ended(self, subscription: str) -> int:
+        """How many accepted events have ended (delivered or dead-lettered) for `subscription` so far."""
+        endings = self._read()
+        return sum(
+            1
+            for sent in self.sent.values()
+            if sent.accepted
+            and (endings[(sent.id, subscription)].delivered or endings[(sent.id, subscription)].dead_letters)
+        )
+
+    def webhook_order(self, subscription: str = WEBHOOK) -> list[str]:
+        """This ledger's event ids as `subscription`'s webhook path took them (2xx), in the order they came."""
+        return [
+            delivery["event"]["id"]
+            for delivery in self.bus.webhook_deliveries()
+            if delivery["event"].get("id") in self.sent
+            and WEBHOOK_PATHS.get(delivery.get("path", "/hooks/bus"), WEBHOOK) == subscription
+            and 200 <= int(delivery.get("status", 0)) < 300
+        ]
+
     def _read(self) -> dict[tuple[str, str], Ending]:
         mine = set(self.sent)
-        endings = {(event_id, name): Ending() for event_id in mine for name in SUBSCRIPTIONS}
+        endings = {(event_id, name): Ending() for event_id in mine for name in self.subscriptions}
         for delivery in self.bus.webhook_deliveries():
             event_id = delivery["event"].get("id")
+            name = WEBHOOK_PATHS.get(delivery.get("path", "/hooks/bus"), WEBHOOK)
             if event_id in mine and 200 <= int(delivery.get("status", 0)) < 300:
-                endings[(event_id, WEBHOOK)].delivered += 1
+                endings.setdefault((event_id, name), Ending()).delivered += 1  # an unexpected one shows too
         for message in self.bus.queue_messages(self.bus.fulfilment_queue, wait_s=0):
             event_id = json.loads(message["Body"]).get("id")
             if event_id in mine:
@@ -243,7 +285,7 @@ class Ledger:
         for letter in self._letters:
             subscription = _letter_subscription(letter)
             for event_id in _letter_event_ids(letter) & mine:
-                names = [subscription] if subscription in SUBSCRIPTIONS else list(SUBSCRIPTIONS)
+                names = [subscription] if subscription in self.subscriptions else list(self.subscriptions)
                 for name in names:
                     endings[(event_id, name)].dead_letters.append(str(letter.get("reason") or ""))
         return endings

@@ -145,6 +145,9 @@ def start_localstack(
         "PROVIDER_OVERRIDE_DYNAMODB": "moto",
         "PROVIDER_OVERRIDE_DYNAMODBSTREAMS": "moto",
         "LAMBDA_RUNTIME_EXECUTOR": "host",
+        # its SQS mappings back off up to 10 s after an empty poll: a retry whose delay just ended would wait
+        # for that (AWS long-polls); 1 s keeps the retry queue's delays close to what they say
+        "LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC": "1",
         "NODE_OPTIONS": f'--require "{NODE_LOOPBACK_PRELOAD}"',
         # LocalStack unpacks functions and layers under tempfile.gettempdir(): keep them in this instance's folder
         "TMPDIR": str(data_dir / "tmp"),

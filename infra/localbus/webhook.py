@@ -27,6 +27,8 @@ class WebhookReceiver:
     failures: list[int] = field(default_factory=list)  # statuses for the next deliveries (a subscriber in trouble)
     down_until: float = 0.0  # until then (time.time()) every delivery gets 503: a subscriber that is down
     refuse: Callable[[dict[str, Any]], int | None] | None = None  # a status for chosen events (tests)
+    in_flight: int = 0  # deliveries being answered now
+    peak_in_flight: int = 0  # the most at once so far
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fail_next(self, count: int, status: int = 503) -> None:
@@ -90,15 +92,21 @@ class WebhookReceiver:
                     receiver.go_down(float(query.get("seconds", "60")))
                     status = 204
                 elif receiver.verify(self.headers.get("X-Eventbus-Signature"), body):
+                    with receiver._lock:
+                        receiver.in_flight += 1
+                        receiver.peak_in_flight = max(receiver.peak_in_flight, receiver.in_flight)
                     time.sleep(receiver.delay_s)
                     event = json.loads(body)
                     status = receiver.answer(event)
+                    with receiver._lock:
+                        receiver.in_flight -= 1
                     delivery = {
                         "event": event,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
                         "status": status,
                         "received_at": time.time(),
                         "peer": self.client_address[1],
+                        "path": self.path,  # subscriptions can share the receiver under paths of their own
                     }
                     with receiver._lock:  # one whole line at a time: readers never see two interleaved
                         receiver.received.append(delivery)

@@ -7,7 +7,9 @@ and KafkaConsumerFunction's subscriptions, kept where a team would keep them in 
 
 The local subscribers: a `fulfilment` SQS queue and the stack's webhook receiver. Orders go to both (the
 end-to-end test checks each gets an event exactly once), payments, customers, demo events and the CDC function's
-change events go to the webhook.
+change events go to the webhook. One more subscription shows a short retry policy: the orders of the fault
+matrix's webhook-outage scenario (source `/ledger/webhook-outage`) also go to the webhook under its own path
+with a 60 s retry window, so an outage longer than that dead-letters them while `orders-webhook` (24 h) waits.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 SUBSCRIPTIONS_PARAMETER = "/event-bus-local/subscriptions"
 WEBHOOK_SECRET_NAME = "event-bus-local/webhook-secret"  # noqa: S105 - a name, not a secret
 FULFILMENT_QUEUE = "fulfilment"
+BRIEF_WINDOW = "orders-brief-window"  # the subscription with a 60 s retry window
+BRIEF_WINDOW_PATH = "/brief-window"  # its path under the webhook receiver's URL
+OUTAGE_SOURCE = "/ledger/webhook-outage"  # the only events it matches
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,12 @@ def subscriptions(targets: Targets) -> list[dict[str, Any]]:
         {"name": "customers-webhook", "match": {"type": "com.example.customer.*"}, "target": webhook},
         {"name": "demo-webhook", "match": {"type": "demo.*"}, "target": webhook},
         {"name": "changes-webhook", "match": {"type": "cdc.*"}, "target": webhook},
+        {
+            "name": BRIEF_WINDOW,
+            "match": {"type": "com.example.order.*", "source": OUTAGE_SOURCE},
+            "target": {**webhook, "url": targets.webhook_url + BRIEF_WINDOW_PATH},
+            "retry_policy": {"maximum_event_age_seconds": 60},
+        },
     ]
 
 

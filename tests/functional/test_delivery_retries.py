@@ -191,6 +191,40 @@ class TestRetries:
         assert "its retry window (60 s) ended" in letter["reason"]
         assert letter["attempts"] >= 2
 
+    def test_a_ticket_whose_window_ended_before_its_retry_came_is_dead_lettered_not_delivered(
+        self, kafka_bootstrap, aws, webhook, monkeypatch
+    ):
+        """A backed-up retry queue can hand a ticket over after its window: the policy still holds."""
+        webhook.go_down(3600)
+        policy = {"maximum_event_age_seconds": 60}
+        env = consumer_env(kafka_bootstrap, aws, json.dumps([hook(webhook.start(), retry_policy=policy)]))
+        consumer = load_consumer(monkeypatch, env)
+        written = int((time.time() - 58.5) * 1000)  # 1.5 s of its window left
+        records = [raw_record("orders", 1, json.dumps(cloud_event("late1")).encode(), timestamp_ms=written)]
+
+        consumer.handler(lambda_event(records), LambdaContext())
+        webhook.down_until = 0.0  # back, but the ticket only comes once the window is over
+        time.sleep(2.0)
+        drain(aws.sqs, aws.retries, consumer.handler, LambdaContext())
+
+        assert webhook.delivered == [], "not delivered past its window"
+        (letter,) = letters(aws)
+        assert "its retry window (60 s) ended" in letter["reason"]
+        assert letter["attempts"] == 1, "no attempt was made past the window"
+        assert letter["last_error"] == "webhook 127.0.0.1 answered HTTP 503"
+
+    def test_a_retry_batch_is_delivered_side_by_side(self, kafka_bootstrap, aws, webhook, monkeypatch):
+        webhook.go_down(3600)
+        env = consumer_env(kafka_bootstrap, aws, json.dumps([hook(webhook.start())]))
+        consumer = load_consumer(monkeypatch, env)
+        consumer.handler(batch([(f"s{n}", f"key-{n}") for n in range(10)]), LambdaContext())
+        webhook.down_until, webhook.delay_s, webhook.peak_in_flight = 0.0, 0.2, 0
+
+        drain(aws.sqs, aws.retries, consumer.handler, LambdaContext())
+
+        assert sorted(e["id"] for e in webhook.delivered) == sorted(f"s{n}" for n in range(10))
+        assert webhook.peak_in_flight > 1, "the tickets of one SQS batch were retried one after another"
+
     def test_a_webhook_that_recovers_gets_everything_in_key_order_and_the_dlq_nothing(
         self, kafka_bootstrap, aws, webhook, monkeypatch
     ):

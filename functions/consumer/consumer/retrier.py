@@ -15,8 +15,11 @@ delivery tried again when its delay ends.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from observability import Telemetry
@@ -27,13 +30,26 @@ from consumer.dead_letters import DeadLetter
 from consumer.decoding import PoisonRecordError, read_record, to_cloud_event
 from consumer.deliveries import Attempt, Delivery, Status
 from consumer.engine import DeliveryEngine
-from consumer.lanes import LaneState, LaneStoreError
+from consumer.lanes import LaneId, LaneState, LaneStoreError
 from consumer.parking import Backoff, Ticket
 from consumer.settings import ConsumerSettings
 from consumer.settlement import Outcome, Parking, Settler
 from consumer.targets import DeliveryError
 
 RESERVE_S = 2.0
+
+
+@dataclass(frozen=True)
+class _Ticketed:
+    """One retry message read: its ticket, the delivery it stands for, and when its retry window ends."""
+
+    ticket: Ticket
+    delivery: Delivery
+    window_ends_at: float  # unix time
+    index: int = 0  # its place in the SQS batch
+
+    def window_left(self) -> float:
+        return self.window_ends_at - time.time()
 
 
 class Retrier:
@@ -50,65 +66,117 @@ class Retrier:
         self.stale_after_s = 2 * settings.retry_max_delay_s + 120
 
     def handle(self, event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+        """The batch's tickets side by side: read them, look up their lanes at once, deliver those whose turn
+        it is in one run of the engine (each subscription's lanes concurrently), then settle each."""
         messages = [record for record in event.get("Records") or [] if isinstance(record, Mapping)]
         time_left = context.get_remaining_time_in_millis() / 1000 if context is not None else 60.0
         deadline = time.monotonic() + time_left - self.settings.webhook_timeout_s - RESERVE_S
-        failures: list[dict[str, Any]] = []
-        for message in messages:
-            if time.monotonic() >= deadline:  # back to the queue as they are: SQS shows them again
-                failures.append({"itemIdentifier": message.get("messageId")})
-                continue
-            if not self._one(message, deadline, int(time_left * 1000) + 1000):
-                failures.append({"itemIdentifier": message.get("messageId")})
+        settled: list[bool] = []
+        with ExitStack() as spans:
+            work: list[_Ticketed] = []
+            for index, message in enumerate(messages):
+                if time.monotonic() >= deadline:  # back to the queue as they are: SQS shows them again
+                    settled.append(False)
+                    continue
+                read = self._read(message, spans)
+                settled.append(read if isinstance(read, bool) else False)
+                if not isinstance(read, bool):
+                    work.append(dataclasses.replace(read, index=index))
+            for item, ok in self._run(work, deadline, int(time_left * 1000) + 1000):
+                settled[item.index] = ok
+        failures = [
+            {"itemIdentifier": message.get("messageId")}
+            for message, ok in zip(messages, settled, strict=True)
+            if not ok
+        ]
         return {"batchItemFailures": failures}
 
-    def _one(self, message: Mapping[str, Any], deadline: float, hold_ms: int) -> bool:
-        """True when the message is settled (it can be deleted)."""
+    def _read(self, message: Mapping[str, Any], spans: ExitStack) -> _Ticketed | bool:
+        """The message's ticket and delivery, in a span of its own; True/False when it is settled already
+        (dead-lettered as unreadable) or must come back."""
         parent = self.telemetry.context_from_http_headers(_attribute_strings(message))
-        with self.telemetry.span("retry delivery", kind=SpanKind.CONSUMER, context=parent) as span:
-            try:
-                ticket = Ticket.parse(str(message.get("body", "")))
-            except ValueError as error:
-                return self._unreadable(message, f"the retry message is not a ticket: {error}")
-            span.set_attribute("eventbus.subscription", ticket.subscription)
-            span.set_attribute("eventbus.attempt", ticket.attempts + 1)
-            subscription = self.subscriptions.get(ticket.subscription)
-            if subscription is None:
-                return self._unreadable(message, f"subscription {ticket.subscription!r} no longer exists")
-            try:
-                raw = read_record(ticket.record)
-                cloud_event = to_cloud_event(
-                    raw, max_bytes=self.settings.max_record_bytes, plain_event_type=self.settings.default_event_type
-                )
-            except PoisonRecordError as poison:
-                return self._unreadable(message, f"the ticket's record no longer decodes: {poison.reason}")
-            if cloud_event is None:
-                return True
-            span.set_attribute("messaging.message.id", cloud_event.get_id())
-            delivery = Delivery(subscription, raw, cloud_event, parent)
-            now = time.time()
-            born = raw.timestamp_ms / 1000 if raw.timestamp_ms else ticket.first_failed_at
-            window_left = born + subscription.retry.maximum_event_age_s - now
-            wait = self._turn(ticket, window_left)
-            if wait is not None:
-                return self._wait(delivery, ticket, wait, window_left)
-            (attempt,) = self.engine.run([delivery], deadline=deadline, hold_ms=hold_ms)
-            return self._settle(attempt, ticket, window_left) is not Outcome.UNSETTLED
+        span = spans.enter_context(self.telemetry.span("retry delivery", kind=SpanKind.CONSUMER, context=parent))
+        try:
+            ticket = Ticket.parse(str(message.get("body", "")))
+        except ValueError as error:
+            return self._unreadable(message, f"the retry message is not a ticket: {error}")
+        span.set_attribute("eventbus.subscription", ticket.subscription)
+        span.set_attribute("eventbus.attempt", ticket.attempts + 1)
+        subscription = self.subscriptions.get(ticket.subscription)
+        if subscription is None:
+            return self._unreadable(message, f"subscription {ticket.subscription!r} no longer exists")
+        try:
+            raw = read_record(ticket.record)
+            cloud_event = to_cloud_event(
+                raw, max_bytes=self.settings.max_record_bytes, plain_event_type=self.settings.default_event_type
+            )
+        except PoisonRecordError as poison:
+            return self._unreadable(message, f"the ticket's record no longer decodes: {poison.reason}")
+        if cloud_event is None:
+            return True
+        span.set_attribute("messaging.message.id", cloud_event.get_id())
+        born = raw.timestamp_ms / 1000 if raw.timestamp_ms else ticket.first_failed_at
+        window_ends_at = born + subscription.retry.maximum_event_age_s
+        return _Ticketed(ticket, Delivery(subscription, raw, cloud_event, parent), window_ends_at)
 
-    def _turn(self, ticket: Ticket, window_left: float) -> int | None:
+    def _run(self, work: Sequence[_Ticketed], deadline: float, hold_ms: int) -> Iterator[tuple[_Ticketed, bool]]:
+        states = self._lane_states(work)
+        waits: list[tuple[_Ticketed, Parking]] = []
+        ready: list[_Ticketed] = []
+        for item in work:
+            window_left = item.window_left()
+            if window_left <= 0:  # the window ended before this attempt (a backed-up queue): no attempt
+                yield item, self._expired(item)
+                continue
+            wait = self._turn(item.ticket, states, window_left)
+            if wait is None:
+                ready.append(item)
+                continue
+            attempt = Attempt(
+                item.delivery, Status.HELD, DeliveryError("waiting behind an earlier event of its key", transient=True)
+            )
+            waits.append((item, Parking(attempt, item.ticket, min(wait, int(window_left) + 1))))
+        ready.sort(key=lambda item: item.delivery.seq)  # one lane's tickets in its order
+        attempts = self.engine.run([item.delivery for item in ready], deadline=deadline, hold_ms=hold_ms)
+        by_delivery = {id(attempt.delivery): attempt for attempt in attempts}
+        for item in ready:
+            outcome = self._settle(by_delivery[id(item.delivery)], item, waits)
+            if outcome is not None:
+                yield item, outcome is not Outcome.UNSETTLED
+        if waits:  # all parked again in SendMessageBatch calls
+            outcomes = self.settler.park([parking for _, parking in waits], join_lanes=False)
+            for (item, _), outcome in zip(waits, outcomes, strict=True):
+                yield item, outcome is not Outcome.UNSETTLED
+
+    def _lane_states(self, work: Sequence[_Ticketed]) -> dict[LaneId, LaneState] | None:
+        """The lanes of the batch's ordered tickets, in one read; None when the lane store does not answer."""
+        if not self.settler.lanes.tracks_order:
+            return {}
+        lanes = {(item.ticket.subscription, item.ticket.lane) for item in work if item.ticket.ordered}
+        if not lanes:
+            return {}
+        try:
+            return self.settler.lanes.waiting(lanes)
+        except LaneStoreError:
+            return None
+
+    def _turn(self, ticket: Ticket, states: Mapping[LaneId, LaneState] | None, window_left: float) -> int | None:
         """None when the ticket may be delivered now; else how long to wait for its lane's head."""
         if not ticket.ordered or not self.settler.lanes.tracks_order:
             return None
+        if states is None:
+            return max(1, self.backoff.delay_s(1, time_left_s=window_left))  # the order cannot be known yet
         lane = (ticket.subscription, ticket.lane)
+        state = states.get(lane)
         for _ in range(3):
-            try:
-                state = self.settler.lanes.state(lane)
-            except LaneStoreError:
-                return max(1, self.backoff.delay_s(1, time_left_s=window_left))  # the order cannot be known yet
             if state is None or ticket.seq not in state.pending or state.head == ticket.seq:
                 return None  # its turn (or its lane lost track of it: the claim still prevents a double delivery)
             if not self._stale(state) or not self._drop(lane, state):
                 return max(1, min(int(state.next_attempt_at - time.time()) + 1, self.settings.retry_max_delay_s))
+            try:
+                state = self.settler.lanes.state(lane)
+            except LaneStoreError:
+                return max(1, self.backoff.delay_s(1, time_left_s=window_left))
         return None
 
     def _stale(self, state: LaneState) -> bool:
@@ -128,27 +196,32 @@ class Retrier:
             )
         return dropped
 
-    def _wait(self, delivery: Delivery, ticket: Ticket, wait_s: int, window_left: float) -> bool:
-        attempt = Attempt(
-            delivery, Status.HELD, DeliveryError("waiting behind an earlier event of its key", transient=True)
-        )
-        if window_left <= 0:
+    def _expired(self, item: _Ticketed) -> bool:
+        """The window ended before the ticket's next attempt: one dead letter, no attempt."""
+        ticket, delivery = item.ticket, item.delivery
+        window = delivery.subscription.retry.maximum_event_age_s
+        if ticket.attempts == 0:
             reason = (
-                f"delivery to {ticket.subscription} not attempted: the retry window "
-                f"({delivery.subscription.retry.maximum_event_age_s} s) ended while it waited behind an earlier "
-                "event of its key"
+                f"delivery to {ticket.subscription} not attempted: the retry window ({window} s) ended while it "
+                "waited behind an earlier event of its key"
             )
-            outcome = self.settler.dead_letter(
-                attempt, reason, attempts=ticket.attempts, first_failed_at=ticket.first_failed_at
+        else:
+            elapsed = _duration(time.time() - ticket.first_failed_at)
+            reason = (
+                f"delivery to {ticket.subscription} failed {ticket.attempts} times over {elapsed}: its retry window "
+                f"({window} s) ended before the next attempt; last error: {ticket.last_error}"
             )
-            if outcome is Outcome.DEAD_LETTERED:
-                self.settler.leave(delivery, ticket)
-            return outcome is not Outcome.UNSETTLED
-        (outcome,) = self.settler.park([Parking(attempt, ticket, min(wait_s, int(window_left) + 1))], join_lanes=False)
+        attempt = Attempt(delivery, Status.HELD, DeliveryError(ticket.last_error or "not attempted", transient=True))
+        outcome = self.settler.dead_letter(
+            attempt, reason, attempts=ticket.attempts, first_failed_at=ticket.first_failed_at
+        )
+        if outcome is Outcome.DEAD_LETTERED:
+            self.settler.leave(delivery, ticket)
         return outcome is not Outcome.UNSETTLED
 
-    def _settle(self, attempt: Attempt, ticket: Ticket, window_left: float) -> Outcome:
-        delivery = attempt.delivery
+    def _settle(self, attempt: Attempt, item: _Ticketed, waits: list[tuple[_Ticketed, Parking]]) -> Outcome | None:
+        """Settle one attempt; None when it is to be parked again (added to `waits`, parked with the rest)."""
+        delivery, ticket = attempt.delivery, item.ticket
         policy = delivery.subscription.retry
         if attempt.status in (Status.DELIVERED, Status.DUPLICATE):
             outcome = self.settler.delivered(
@@ -157,11 +230,12 @@ class Retrier:
             self.settler.leave(delivery, ticket)
             return outcome
         error = attempt.error or DeliveryError("not attempted", transient=True)
-        if attempt.status is Status.HELD:  # out of time: back at once, no attempt counted
-            (outcome,) = self.settler.park([Parking(attempt, ticket, 0)], join_lanes=False)
-            return outcome
+        if attempt.status is Status.HELD:  # out of time, or behind a failure of its lane: back, no attempt counted
+            waits.append((item, Parking(attempt, ticket, 0)))
+            return None
         after = ticket if attempt.held_elsewhere else ticket.then(error.reason)
         elapsed = _duration(time.time() - ticket.first_failed_at)
+        window_left = item.window_left()
         if not error.transient:
             reason = f"delivery to {ticket.subscription} refused after {after.attempts} attempts: {error.reason}"
         elif after.attempts > policy.maximum_retry_attempts:
@@ -175,13 +249,11 @@ class Retrier:
                 f"({policy.maximum_event_age_s} s) ended; last error: {error.reason}"
             )
         else:
-            if attempt.held_elsewhere:  # another invocation is delivering it now: wait, no attempt counted
-                after = ticket
             delay = max(1, self.backoff.delay_s(after.attempts, time_left_s=window_left))
             if ticket.ordered and self.settler.lanes.tracks_order:
                 self.settler.lanes.progress((ticket.subscription, ticket.lane), time.time() + delay)
-            (outcome,) = self.settler.park([Parking(attempt, after, delay)], join_lanes=False)
-            return outcome
+            waits.append((item, Parking(attempt, after, delay)))
+            return None
         outcome = self.settler.dead_letter(
             attempt, reason, attempts=after.attempts, first_failed_at=ticket.first_failed_at
         )

@@ -118,6 +118,10 @@ bench: system-deps $(BENCH_VENV)/.installed  ## benchmarks against Powertools, O
 bench-delivery: $(VENV)/.installed  ## the consumer's delivery engine against the sequential baseline (ARGS=--quick)
 	$(VENV)/bin/python tests/perf/bench_delivery.py $(ARGS)
 
+.PHONY: bench-stack
+bench-stack: $(VENV)/.installed  ## the running local stack under load: req/s, p99, accept-to-delivery, where the time goes
+	$(VENV)/bin/python tests/perf/bench_stack.py $(ARGS)
+
 .PHONY: clean
 clean:  ## remove virtual environments and build output
 	rm -rf $(VENV) $(SAM_VENV) $(BENCH_VENV) $(LAMBDA_VENV) $(LOCALSTACK_VENV) .aws-sam .local .pytest_cache .mypy_cache \

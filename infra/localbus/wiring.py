@@ -32,6 +32,7 @@ FULFILMENT_QUEUE = "fulfilment"
 BRIEF_WINDOW = "orders-brief-window"  # the subscription with a 60 s retry window
 BRIEF_WINDOW_PATH = "/brief-window"  # its path under the webhook receiver's URL
 OUTAGE_SOURCE = "/ledger/webhook-outage"  # the only events it matches
+TOPIC_PARTITIONS = 2  # one per core of the machines the local stack runs on
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,14 @@ def local_parameters(state: StackState, targets: Targets) -> dict[str, str]:
 
 def create_topics(bootstrap: str, parameters: dict[str, str]) -> list[str]:
     """The topics the bus uses, made before anything polls them (MSK topics exist before their mappings too):
-    the consumer's (KafkaTopics) and the CDC function's (CdcTopic). One partition each keeps the demo's order."""
+    the consumer's (KafkaTopics) and the CDC function's (CdcTopic), TOPIC_PARTITIONS partitions each: the Kafka
+    trigger polls each partition on its own, so batches of two partitions are delivered side by side (a key
+    stays on its partition, so its order holds)."""
     names = [topic for topic in parameters.get("KafkaTopics", "").split(",") if topic]
     names.append(parameters.get("CdcTopic") or "cdc-events")
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(name, num_partitions=1, replication_factor=1) for name in dict.fromkeys(names)]
+        [NewTopic(name, num_partitions=TOPIC_PARTITIONS, replication_factor=1) for name in dict.fromkeys(names)]
     )
     for future in futures.values():
         try:

@@ -38,6 +38,7 @@ from localbus.kafka_trigger import (
     RetryPolicy,
     SqsDestination,
     kafka_mappings,
+    start_pollers,
 )
 from moto import mock_aws
 from support.functions import load_function
@@ -397,3 +398,46 @@ def test_the_command_line_polls_the_template_mappings_and_stops_on_sigterm(kafka
     assert "SIGTERM: stopping" in log
     assert log.rstrip().endswith("stopped")
     assert committed(kafka_bootstrap, f"{group}-{topic}", topic, 1) == {}, "the record was never done"
+
+
+def test_each_partition_gets_a_poller_of_its_own_and_their_batches_are_invoked_side_by_side(kafka_bootstrap):
+    topic = create_topic(kafka_bootstrap, partitions=2)
+    lock = threading.Lock()
+    in_flight: list[int] = []
+    overlapped: list[set[int]] = []  # the partitions of invocations that ran at the same time
+
+    def answer(event: dict[str, Any]) -> dict[str, Any]:
+        partitions = {int(key.rsplit("-", 1)[1]) for key in event["records"]}
+        with lock:
+            in_flight.extend(partitions)
+            if len(in_flight) > len(partitions):
+                overlapped.append(set(in_flight))
+        time.sleep(0.3)
+        with lock:
+            for partition in partitions:
+                in_flight.remove(partition)
+        return {"batchItemFailures": []}
+
+    invoker = recording(answer)
+    mapping = mapping_for(kafka_bootstrap, topic, window="0.1")
+    stop = threading.Event()
+    threads = start_pollers([mapping], invoker, lambda _: None, settings=FAST, stop=stop)
+    try:
+        assert len(threads) == 2, "one poller per partition"
+        sent = 0
+
+        def side_by_side() -> bool:
+            nonlocal sent
+            produce(kafka_bootstrap, topic, [{"value": f"r{sent}".encode(), "partition": p} for p in (0, 1)])
+            sent += 1
+            return bool(overlapped)
+
+        wait_until(side_by_side, what="two partitions' batches invoked at once", timeout=30, every=0.2)
+        wait_until(lambda: committed(kafka_bootstrap, mapping.group_id, topic, 2) == {0: sent, 1: sent}, what="commits")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert overlapped[0] == {0, 1}
+    delivered = sorted(value for event in invoker.events for value in values(event))
+    assert delivered == sorted(f"r{n}".encode() for n in range(sent) for _ in (0, 1)), "each record once"

@@ -4,8 +4,8 @@ which invokes the deployed function through the Lambda Invoke API (LocalStack co
 Configuration comes from template.yaml itself (`kafka_mappings`): the `AWS::Lambda::EventSourceMapping`
 resources with a `SelfManagedEventSource` that AWS would create for the given parameters with
 KafkaTriggerSource=self-managed (Stage=local counts as dev, since the template keeps Kafka mappings off the
-local stage). Each mapping gets its own consumer (its ConsumerGroupId, auto commit off, `auto.offset.reset` from
-StartingPosition) and thread:
+local stage). Each mapping gets a consumer per partition of its topic (in its ConsumerGroupId, auto commit off,
+`auto.offset.reset` from StartingPosition), each on its own thread, so that partitions are invoked side by side:
 
 - a batch is BatchSize records, or what arrived within MaximumBatchingWindowInSeconds of the first one, or
   less than Lambda's 6 MB payload; the event is a `SelfManagedKafka` event (localbus.kafka_events);
@@ -32,7 +32,8 @@ How it differs from AWS:
 - an invoke that fails before the function runs (LocalStack down, function not deployed yet, throttled) is
   retried with backoff until the records are too old, without counting attempts (as Lambda does for errors
   before invocation); a payload Lambda refuses counts as a failed attempt;
-- one poller per mapping (no scaling between MinimumPollers and MaximumPollers), PLAINTEXT brokers only (the
+- one poller per partition of the topic, up to 8, started once (no scaling between MinimumPollers and
+  MaximumPollers, and partitions added later get no poller of their own), PLAINTEXT brokers only (the
   mapping's SourceAccessConfigurations are not applied), SQS destinations only, retry counts in memory (a
   restart starts them again).
 

@@ -1,5 +1,6 @@
-"""The Kafka side of the trigger: one consumer per mapping (its own group), batches gathered as Lambda's pollers
-gather them, offsets committed only past records that are done, partitions rewound to what is not."""
+"""The Kafka side of the trigger: consumers of each mapping's own group (one per partition of its topic), batches
+gathered as Lambda's pollers gather them, offsets committed only past records that are done, partitions rewound
+to what is not."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from localbus.kafka_trigger.batches import MAX_PAYLOAD_BYTES, Attempts, Position, Record, settle, spans
 from localbus.kafka_trigger.delivery import Delivery, FailureDestination, Invoker, RetryPolicy
@@ -19,6 +21,7 @@ from localbus.kafka_trigger.mappings import KafkaMapping
 logger = logging.getLogger("localbus.kafka_trigger")
 
 EVENT_OVERHEAD_BYTES = 1024  # the event's envelope around its records, with room to spare
+MAX_POLLERS_PER_MAPPING = 8  # a local stack on a few cores gains nothing from more
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,19 @@ class MappingPoller:
         )
 
 
+def partition_count(mapping: KafkaMapping, timeout_s: float = 10.0) -> int:
+    """How many partitions the mapping's topic has (1 when the broker cannot say yet)."""
+    try:
+        metadata = AdminClient({"bootstrap.servers": mapping.bootstrap_servers}).list_topics(
+            mapping.topic, timeout=timeout_s
+        )
+    except KafkaException as error:
+        logger.warning("%s: no metadata for %s (%s); one poller", mapping.logical_id, mapping.topic, error)
+        return 1
+    topic = metadata.topics.get(mapping.topic)
+    return len(topic.partitions) if topic is not None and topic.error is None and topic.partitions else 1
+
+
 def start_pollers(
     mappings: Iterable[KafkaMapping],
     invoker: Invoker,
@@ -183,12 +199,20 @@ def start_pollers(
     *,
     settings: PollerSettings | None = None,
     stop: threading.Event,
+    pollers_for: Callable[[KafkaMapping], int] = partition_count,
 ) -> list[threading.Thread]:
-    """One daemon thread per mapping (a thread stuck in an invoke must not keep the process alive at exit)."""
+    """Per mapping, one poller per partition of its topic (up to MAX_POLLERS_PER_MAPPING), each a consumer of
+    the mapping's group: the group gives each its partitions, and their batches are invoked side by side, as
+    Lambda scales a Kafka mapping up to one concurrent invocation per partition. Daemon threads: one stuck in an
+    invoke must not keep the process alive at exit."""
     threads = []
     for mapping in mappings:
-        poller = MappingPoller(mapping, invoker, destination_for(mapping), settings=settings, stop=stop)
-        thread = threading.Thread(target=poller.run, name=f"kafka-trigger-{mapping.logical_id}", daemon=True)
-        thread.start()
-        threads.append(thread)
+        count = max(1, min(pollers_for(mapping), MAX_POLLERS_PER_MAPPING))
+        destination = destination_for(mapping)
+        for number in range(count):
+            poller = MappingPoller(mapping, invoker, destination, settings=settings, stop=stop)
+            name = f"kafka-trigger-{mapping.logical_id}" + (f"-{number}" if count > 1 else "")
+            thread = threading.Thread(target=poller.run, name=name, daemon=True)
+            thread.start()
+            threads.append(thread)
     return threads

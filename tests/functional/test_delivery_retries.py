@@ -14,6 +14,7 @@ delivered to each subscription it matches, or dead-lettered with a reason, exact
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -296,6 +297,32 @@ class TestThroughputMechanics:
         assert took < 40 * 0.05 / 2, f"{took:.2f} s: not one request after another"
         connections = {d["peer"] for d in webhook.received}
         assert len(connections) <= 4, f"{len(connections)} connections for 40 requests on a pool of 4"
+
+    def test_the_claims_of_a_delivered_batch_are_completed_side_by_side(self, kafka_bootstrap, aws, monkeypatch):
+        """Each completion is a DynamoDB write: one after another, thousands would take seconds of the batch."""
+        env = consumer_env(kafka_bootstrap, aws, json.dumps([queue(aws)]), IDEMPOTENCY_TABLE="idempotency")
+        consumer = load_consumer(monkeypatch, env)
+        client = consumer.processor.settler.idempotency._client
+        lock, flight, peak, completes = threading.Lock(), [0], [0], [0]
+
+        def before(params: dict[str, Any], **_: Any) -> None:
+            if params.get("Item", {}).get("status", {}).get("S") == "COMPLETED":
+                with lock:
+                    flight[0] += 1
+                    completes[0] += 1
+                    peak[0] = max(peak[0], flight[0])
+                time.sleep(0.02)  # a write that takes its time, as a real one does
+                with lock:
+                    flight[0] -= 1
+
+        client.meta.events.register("provide-client-params.dynamodb.PutItem", before)
+        events = [(f"d{n}", f"key-{n}") for n in range(20)]
+
+        consumer.handler(batch(events), LambdaContext())
+
+        assert sorted(queued_ids(aws)) == sorted(event_id for event_id, _ in events)
+        assert completes[0] == 20
+        assert peak[0] > 1, "the claims were completed one after another"
 
 
 class TestLanes:

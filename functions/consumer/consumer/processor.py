@@ -194,16 +194,13 @@ class Processor:
     def _settle(
         self, attempts: Sequence[Attempt], waiting: Mapping[LaneId, LaneState]
     ) -> list[tuple[Attempt, Outcome]]:
-        settled: list[tuple[Attempt, Outcome]] = []
+        done = (Status.DELIVERED, Status.DUPLICATE)
+        settled = self.settler.delivered_all([attempt for attempt in attempts if attempt.status in done])
         parkings: list[Parking] = []
         now = time.time()
         for attempt in attempts:
             delivery = attempt.delivery
-            if attempt.status is Status.DELIVERED:
-                settled.append((attempt, self.settler.delivered(attempt)))
-                continue
-            if attempt.status is Status.DUPLICATE:
-                settled.append((attempt, self.settler.delivered(attempt, Outcome.DUPLICATE)))
+            if attempt.status in done:
                 continue
             error = attempt.error
             failed = attempt.status is Status.FAILED

@@ -138,11 +138,19 @@ class Retrier:
             waits.append((item, Parking(attempt, item.ticket, min(wait, int(window_left) + 1))))
         ready.sort(key=lambda item: item.delivery.seq)  # one lane's tickets in its order
         attempts = self.engine.run([item.delivery for item in ready], deadline=deadline, hold_ms=hold_ms)
-        by_delivery = {id(attempt.delivery): attempt for attempt in attempts}
-        for item in ready:
-            outcome = self._settle(by_delivery[id(item.delivery)], item, waits)
-            if outcome is not None:
-                yield item, outcome is not Outcome.UNSETTLED
+        by_delivery = {id(item.delivery): item for item in ready}
+        done = [attempt for attempt in attempts if attempt.status in (Status.DELIVERED, Status.DUPLICATE)]
+        for attempt, outcome in self.settler.delivered_all(
+            done, then=lambda attempt: self.settler.leave(attempt.delivery, by_delivery[id(attempt.delivery)].ticket)
+        ):
+            yield by_delivery[id(attempt.delivery)], outcome is not Outcome.UNSETTLED
+        for attempt in attempts:
+            if attempt.status in (Status.DELIVERED, Status.DUPLICATE):
+                continue
+            item = by_delivery[id(attempt.delivery)]
+            settled = self._settle(attempt, item, waits)
+            if settled is not None:
+                yield item, settled is not Outcome.UNSETTLED
         if waits:  # all parked again in SendMessageBatch calls
             outcomes = self.settler.park([parking for _, parking in waits], join_lanes=False)
             for (item, _), outcome in zip(waits, outcomes, strict=True):
@@ -220,15 +228,10 @@ class Retrier:
         return outcome is not Outcome.UNSETTLED
 
     def _settle(self, attempt: Attempt, item: _Ticketed, waits: list[tuple[_Ticketed, Parking]]) -> Outcome | None:
-        """Settle one attempt; None when it is to be parked again (added to `waits`, parked with the rest)."""
+        """Settle one attempt that did not succeed; None when it is to be parked again (added to `waits`, parked
+        with the rest)."""
         delivery, ticket = attempt.delivery, item.ticket
         policy = delivery.subscription.retry
-        if attempt.status in (Status.DELIVERED, Status.DUPLICATE):
-            outcome = self.settler.delivered(
-                attempt, Outcome.DELIVERED if attempt.status is Status.DELIVERED else Outcome.DUPLICATE
-            )
-            self.settler.leave(delivery, ticket)
-            return outcome
         error = attempt.error or DeliveryError("not attempted", transient=True)
         if attempt.status is Status.HELD:  # out of time, or behind a failure of its lane: back, no attempt counted
             waits.append((item, Parking(attempt, ticket, 0)))

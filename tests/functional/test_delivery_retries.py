@@ -298,6 +298,19 @@ class TestThroughputMechanics:
         connections = {d["peer"] for d in webhook.received}
         assert len(connections) <= 4, f"{len(connections)} connections for 40 requests on a pool of 4"
 
+    def test_an_event_twice_in_one_batch_is_delivered_once_even_without_a_table(
+        self, kafka_bootstrap, aws, webhook, monkeypatch
+    ):
+        """A producer's retry can write an event twice; both copies may land in one batch, on other keys."""
+        env = consumer_env(kafka_bootstrap, aws, json.dumps([queue(aws), hook(webhook.start(), ordering="none")]))
+        consumer = load_consumer(monkeypatch, env)
+
+        consumer.handler(batch([("twice", "A"), ("once", "A"), ("twice", "B")]), LambdaContext())
+
+        assert sorted(e["id"] for e in webhook.delivered) == ["once", "twice"]
+        assert sorted(queued_ids(aws)) == ["once", "twice"]
+        assert letters(aws) == []
+
     def test_the_claims_of_a_delivered_batch_are_completed_side_by_side(self, kafka_bootstrap, aws, monkeypatch):
         """Each completion is a DynamoDB write: one after another, thousands would take seconds of the batch."""
         env = consumer_env(kafka_bootstrap, aws, json.dumps([queue(aws)]), IDEMPOTENCY_TABLE="idempotency")

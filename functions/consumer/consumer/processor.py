@@ -125,6 +125,7 @@ class Processor:
         batch: list[_Record] = []
         deliveries: list[Delivery] = []
         owner: dict[int, _Record] = {}
+        in_batch: set[tuple[str, str, str]] = set()  # (subscription, source, id) of the deliveries so far
         tracer = self.telemetry.tracing.tracer
         for record, producer_context in zip(records, producer_contexts, strict=True):
             item = _Record(_position(record))
@@ -160,6 +161,12 @@ class Processor:
             parent = trace.set_span_in_context(item.span)
             for subscription in matching(self.settings.subscriptions, event):
                 delivery = Delivery(subscription, raw, event, parent)
+                copy = (subscription.name, event.get_source(), event.get_id())
+                if copy in in_batch:  # the same event twice in the batch (a producer's retry): one delivery
+                    item.outcomes.append(Outcome.DUPLICATE)
+                    self.settler.count(delivery, Outcome.DUPLICATE, 0.0)
+                    continue
+                in_batch.add(copy)
                 deliveries.append(delivery)
                 owner[id(delivery)] = item
         started = time.perf_counter()

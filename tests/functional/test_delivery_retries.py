@@ -337,6 +337,29 @@ class TestThroughputMechanics:
         assert completes[0] == 20
         assert peak[0] > 1, "the claims were completed one after another"
 
+    def test_the_dead_letters_of_a_batch_are_sent_side_by_side(self, kafka_bootstrap, aws, webhook, monkeypatch):
+        webhook.status = 404  # refused: each delivery goes to the DLQ at once
+        consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, json.dumps([hook(webhook.start())])))
+        lock, flight, peak = threading.Lock(), [0], [0]
+
+        def before(params: dict[str, Any], **_: Any) -> None:
+            if params.get("QueueUrl") == aws.dlq:
+                with lock:
+                    flight[0] += 1
+                    peak[0] = max(peak[0], flight[0])
+                time.sleep(0.02)
+                with lock:
+                    flight[0] -= 1
+
+        consumer.sqs.meta.events.register("provide-client-params.sqs.SendMessage", before)
+
+        consumer.handler(batch([(f"x{n}", f"key-{n}") for n in range(20)]), LambdaContext())
+
+        dead = letters(aws)
+        assert sorted(letter["event"]["id"] for letter in dead) == sorted(f"x{n}" for n in range(20))
+        assert all("refused" in letter["reason"] for letter in dead)
+        assert peak[0] > 1, "the dead letters were sent one after another"
+
 
 class TestLanes:
     def test_a_busy_lanes_lost_head_is_still_found_stale(self, aws):

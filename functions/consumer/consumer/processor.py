@@ -15,8 +15,9 @@ dead-lettered with the reason, by the function itself, in the same invocation.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +205,7 @@ class Processor:
         done = (Status.DELIVERED, Status.DUPLICATE)
         settled = self.settler.delivered_all([attempt for attempt in attempts if attempt.status in done])
         parkings: list[Parking] = []
+        letters: list[tuple[Attempt, Callable[[], Outcome]]] = []
         now = time.time()
         for attempt in attempts:
             delivery = attempt.delivery
@@ -215,9 +217,10 @@ class Processor:
             name = delivery.subscription.name
             if failed and error is not None and not error.transient:
                 reason = f"delivery to {name} refused: {error.reason}"
-                settled.append(
-                    (attempt, self.settler.dead_letter(attempt, reason, attempts=1, error_event_id=error_event_id))
+                letter = functools.partial(
+                    self.settler.dead_letter, attempt, reason, attempts=1, error_event_id=error_event_id
                 )
+                letters.append((attempt, letter))
                 continue
             policy = delivery.subscription.retry
             window_left = _window_end(delivery.raw, policy.maximum_event_age_s, now) - now
@@ -236,14 +239,15 @@ class Processor:
                 )
                 what = "failed" if failed else "was not attempted"
                 reason = f"delivery to {name} {what} and {why}: {error.reason if error else ''}"
-                settled.append(
-                    (
-                        attempt,
-                        self.settler.dead_letter(
-                            attempt, reason, attempts=int(failed), first_failed_at=now, error_event_id=error_event_id
-                        ),
-                    )
+                letter = functools.partial(
+                    self.settler.dead_letter,
+                    attempt,
+                    reason,
+                    attempts=int(failed),
+                    first_failed_at=now,
+                    error_event_id=error_event_id,
                 )
+                letters.append((attempt, letter))
                 continue
             ticket = Ticket(
                 subscription=name,
@@ -260,6 +264,8 @@ class Processor:
             )
         outcomes = self.settler.park(parkings) if parkings else []
         settled.extend(zip((p.attempt for p in parkings), outcomes, strict=True))
+        dead = self.settler.side_by_side([letter for _, letter in letters])  # one SQS message each
+        settled.extend(zip((attempt for attempt, _ in letters), dead, strict=True))
         return settled
 
     def _delay(self, attempt: Attempt, waiting: LaneState | None, window_left: float) -> int:

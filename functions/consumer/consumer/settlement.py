@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from eventbus.idempotency import Idempotency
 from observability import Telemetry
@@ -20,7 +22,8 @@ from consumer.lanes import Lanes, LaneStoreError
 from consumer.parking import RetryQueue, Ticket
 from consumer.targets import DeliveryError
 
-SETTLE_CONCURRENCY = 16  # claim completions in flight at once
+SETTLE_CONCURRENCY = 16  # claim completions and dead letters in flight at once
+T = TypeVar("T")
 
 
 class Outcome(enum.StrEnum):
@@ -78,11 +81,18 @@ class Settler:
                 then(attempt)
             return attempt, outcome
 
-        if len(attempts) <= 1 or not any(attempt.claimed for attempt in attempts):
+        if not any(attempt.claimed for attempt in attempts):
             return [one(attempt) for attempt in attempts]
+        return self.side_by_side([functools.partial(one, attempt) for attempt in attempts])
+
+    def side_by_side(self, jobs: Sequence[Callable[[], T]]) -> list[T]:
+        """Run settling jobs (each a write or two: a claim's completion, a dead letter) SETTLE_CONCURRENCY at
+        a time; their results in order."""
+        if len(jobs) <= 1:
+            return [job() for job in jobs]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(SETTLE_CONCURRENCY, thread_name_prefix="settle")
-        return list(self._pool.map(one, attempts))
+        return list(self._pool.map(lambda job: job(), jobs))
 
     def dead_letter(
         self,

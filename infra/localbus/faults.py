@@ -44,6 +44,8 @@ LATE_S = 1.5  # past the functions' 1 s DynamoDB read timeout: botocore retries 
 SLOW_EVERY = 8
 OUTAGE_S = 10.0
 BACKOFF_S = 5.0  # TelemetryBackoffSeconds on the local stage (samconfig.toml)
+# the Kafka trigger's log lines for records given up to the mapping's on-failure destination (or dropped)
+GIVEN_UP = (" sent to ", "discarded (no on-failure destination)")
 WEBHOOK_OUTAGE_S = 120.0  # past orders-brief-window's 60 s retry window, well inside orders-webhook's 24 h
 
 
@@ -170,7 +172,7 @@ def webhook_outage(run: Run) -> Reconciliation:
             f"orders-brief-window: {result.delivered(BRIEF_WINDOW)} delivered, {result.dead_lettered(BRIEF_WINDOW)} "
             f"dead-lettered of {accepted} (all should be dead-lettered: the outage outlasts its 60 s window)"
         )
-    retried = _trigger_lines(trigger_log, log_from, ("partial:", "bisected", " attempt ", " sent to ", "discarded"))
+    retried = trigger_lines(trigger_log, log_from, ("partial:", "bisected", " attempt ", *GIVEN_UP))
     if retried:
         broken.append(f"the Kafka trigger retried or gave up on batches: {retried[:2]}")
     result.broken += broken
@@ -288,7 +290,7 @@ def _with_every_trace(run: Run, result: Reconciliation) -> Reconciliation:
     return result
 
 
-def _trigger_lines(log: Path, start: int, words: tuple[str, ...]) -> list[str]:
+def trigger_lines(log: Path, start: int, words: tuple[str, ...]) -> list[str]:
     """The Kafka trigger's log lines since byte `start` that contain any of `words`."""
     try:
         with log.open("rb") as text:

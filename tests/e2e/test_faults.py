@@ -39,6 +39,8 @@ def check(run: faults.Run, result: Reconciliation, fault_rows: list[str]) -> Non
     fault_rows.append(result.row())
     assert len(result.accepted) >= len(result.sent) * 0.9, f"the client's retries get nearly all in: {result.row()}"
     assert not result.problems(), f"{result.row()}\n{result.problems()}\n{run.notes}"
+    given_up = faults.trigger_lines(run.state_dir / "logs" / "kafka-trigger.log", 0, faults.GIVEN_UP)
+    assert not given_up, f"the mapping's on-failure destination was reached: {given_up[:3]}"
 
 
 @pytest.mark.parametrize("scenario", [name for name in faults.SCENARIOS if name not in (LAST, OUTAGE)])

@@ -81,8 +81,8 @@ class Settler:
                 then(attempt)
             return attempt, outcome
 
-        if not any(attempt.claimed for attempt in attempts):
-            return [one(attempt) for attempt in attempts]
+        if not self.idempotency.remote or not any(attempt.claimed for attempt in attempts):
+            return [one(attempt) for attempt in attempts]  # nothing to wait for: no thread hand-offs
         return self.side_by_side([functools.partial(one, attempt) for attempt in attempts])
 
     def side_by_side(self, jobs: Sequence[Callable[[], T]]) -> list[T]:

@@ -50,6 +50,8 @@ Key = Mapping[str, str]
 
 
 class Idempotency(Protocol):
+    remote: bool  # each call is a round trip to a store (worth running side by side)
+
     def claim(self, key: Key, hold_ms: int) -> Claim: ...
 
     def complete(self, key: Key, result: dict[str, Any]) -> None: ...
@@ -59,6 +61,8 @@ class Idempotency(Protocol):
 
 class NoIdempotency:
     """IDEMPOTENCY_TABLE unset: every unit of work is new."""
+
+    remote = False
 
     def claim(self, key: Key, hold_ms: int) -> Claim:
         return Claim(ClaimState.NEW)
@@ -74,6 +78,8 @@ class LocalIdempotency:
     """Without a table: what this execution environment completed is remembered (bounded, with the TTL), so
     a redelivery to the same environment is skipped. Across environments there is no guarantee: set
     IDEMPOTENCY_TABLE for that."""
+
+    remote = False
 
     def __init__(self, ttl_s: int, *, max_entries: int = 50_000) -> None:
         self._ttl_s = ttl_s
@@ -107,6 +113,7 @@ class DynamoDBIdempotency:
     """Claims in a DynamoDB table (IDEMPOTENCY_TABLE): see the module's docstring for the item and the token."""
 
     IN_PROGRESS, COMPLETED = "INPROGRESS", "COMPLETED"
+    remote = True
 
     def __init__(
         self,

@@ -128,7 +128,11 @@ def server(kind: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def moto_sqs() -> Iterator[str]:
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in the table's output
 
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     moto.start()

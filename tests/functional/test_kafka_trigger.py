@@ -441,3 +441,16 @@ def test_each_partition_gets_a_poller_of_its_own_and_their_batches_are_invoked_s
     assert overlapped[0] == {0, 1}
     delivered = sorted(value for event in invoker.events for value in values(event))
     assert delivered == sorted(f"r{n}".encode() for n in range(sent) for _ in (0, 1)), "each record once"
+
+    # started again (a redeploy): each poller goes on from its partitions' committed offsets, at once
+    stop = threading.Event()
+    threads = start_pollers([mapping], invoker, lambda _: None, settings=FAST, stop=stop)
+    try:
+        produce(kafka_bootstrap, topic, [{"value": b"after", "partition": p} for p in (0, 1)])
+        wait_until(lambda: sum(values(e).count(b"after") for e in invoker.events) == 2, what="records after a restart")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    again = sorted(value for event in invoker.events for value in values(event))
+    assert again == sorted([*delivered, b"after", b"after"]), "nothing committed was delivered again"

@@ -4,8 +4,10 @@ which invokes the deployed function through the Lambda Invoke API (LocalStack co
 Configuration comes from template.yaml itself (`kafka_mappings`): the `AWS::Lambda::EventSourceMapping`
 resources with a `SelfManagedEventSource` that AWS would create for the given parameters with
 KafkaTriggerSource=self-managed (Stage=local counts as dev, since the template keeps Kafka mappings off the
-local stage). Each mapping gets a consumer per partition of its topic (in its ConsumerGroupId, auto commit off,
-`auto.offset.reset` from StartingPosition), each on its own thread, so that partitions are invoked side by side:
+local stage). Each mapping gets a consumer per partition of its topic, each on its own thread, so that
+partitions are invoked side by side (with one partition it subscribes; with several each is assigned its
+partitions directly, because tansu's rebalancing of a group with several members can take minutes), all
+committing to its ConsumerGroupId, auto commit off, `auto.offset.reset` from StartingPosition:
 
 - a batch is BatchSize records, or what arrived within MaximumBatchingWindowInSeconds of the first one, or
   less than Lambda's 6 MB payload; the event is a `SelfManagedKafka` event (localbus.kafka_events);

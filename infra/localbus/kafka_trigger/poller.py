@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +51,13 @@ class MappingPoller:
         settings: PollerSettings | None = None,
         stop: threading.Event | None = None,
         now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        partitions: Sequence[int] | None = None,
     ) -> None:
         self.mapping = mapping
+        # None: subscribe (the group assigns the topic's partitions); else these partitions, assigned directly
+        # (several pollers of one mapping: tansu's rebalancing of a group with several members can take
+        # minutes, so the trigger splits the partitions itself and only commits through the group)
+        self.partitions = tuple(partitions) if partitions is not None else None
         self.settings = settings or PollerSettings()
         self.stop = stop or threading.Event()
         self.attempts = Attempts()
@@ -97,11 +102,15 @@ class MappingPoller:
 
     def _consume(self) -> None:
         consumer = Consumer(self.consumer_config(), logger=logging.getLogger("localbus.kafka_trigger.librdkafka"))
-        consumer.subscribe([self.mapping.topic])
+        if self.partitions is None:
+            consumer.subscribe([self.mapping.topic])
+        else:  # from each partition's committed offset (else auto.offset.reset)
+            consumer.assign([TopicPartition(self.mapping.topic, partition) for partition in self.partitions])
         logger.info(
-            "%s: polling %s (group %s) for %s",
+            "%s: polling %s%s (group %s) for %s",
             self.mapping.logical_id,
             self.mapping.topic,
+            "" if self.partitions is None else f" partitions {list(self.partitions)}",
             self.mapping.group_id,
             self.mapping.function_name,
         )
@@ -201,16 +210,18 @@ def start_pollers(
     stop: threading.Event,
     pollers_for: Callable[[KafkaMapping], int] = partition_count,
 ) -> list[threading.Thread]:
-    """Per mapping, one poller per partition of its topic (up to MAX_POLLERS_PER_MAPPING), each a consumer of
-    the mapping's group: the group gives each its partitions, and their batches are invoked side by side, as
-    Lambda scales a Kafka mapping up to one concurrent invocation per partition. Daemon threads: one stuck in an
+    """Per mapping, one poller per partition of its topic (up to MAX_POLLERS_PER_MAPPING, each then taking every
+    n-th partition), committing through the mapping's group: their batches are invoked side by side, as Lambda
+    scales a Kafka mapping up to one concurrent invocation per partition. Daemon threads: one stuck in an
     invoke must not keep the process alive at exit."""
     threads = []
     for mapping in mappings:
-        count = max(1, min(pollers_for(mapping), MAX_POLLERS_PER_MAPPING))
+        partitions = max(1, pollers_for(mapping))
+        count = min(partitions, MAX_POLLERS_PER_MAPPING)
         destination = destination_for(mapping)
         for number in range(count):
-            poller = MappingPoller(mapping, invoker, destination, settings=settings, stop=stop)
+            mine = None if count == 1 else range(number, partitions, count)
+            poller = MappingPoller(mapping, invoker, destination, settings=settings, stop=stop, partitions=mine)
             name = f"kafka-trigger-{mapping.logical_id}" + (f"-{number}" if count > 1 else "")
             thread = threading.Thread(target=poller.run, name=name, daemon=True)
             thread.start()

@@ -12,7 +12,9 @@ in order; a run that breaks either is reported as broken, not timed.
   LocalStack take well under 1,000 messages/s on these machines, which would measure them, not the engine.
   The moto figure is reported beside it.
 - The webhook is a threaded HTTP/1.1 server (keep-alive) that sleeps 5 ms per request.
-- Also: the per-record cost of a batch whose records match no subscription.
+- Also: the per-record cost of a batch whose records match no subscription, with its spans sampled, not
+  sampled (`OTEL_TRACES_SAMPLER=always_off`) and with OpenTelemetry's SDK disabled (`OTEL_SDK_DISABLED`):
+  what tracing costs a record, the layer's metrics included in all three.
 
 Runs alternate between the cases (baseline, engine, baseline, ...); the table gives medians and the ratio.
 The baseline is the commit named by --baseline (default: the last one before the engine), checked out in a
@@ -42,6 +44,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = "f0cab54"  # the sequential consumer, before the delivery engine
 RECORDS, KEYS, WEBHOOK_MS = 1000, 100, 5
+NO_MATCH_CASES: dict[str, dict[str, str]] = {
+    "engine, no match": {},
+    "engine, no match, spans not sampled": {"OTEL_TRACES_SAMPLER": "always_off"},
+    "engine, no match, tracing off (OTEL_SDK_DISABLED)": {"OTEL_SDK_DISABLED": "true"},
+}
 
 
 # the servers (each in a process of its own, so that they do not share the handler's interpreter lock)
@@ -218,9 +225,16 @@ def run_case(functions: str, sqs_url: str, webhook_url: str, match: bool) -> dic
 
 
 def one_run(
-    functions: Path, sqs_url: str, webhook_url: str, *, match: bool = True, counted_sqs: bool = True
+    functions: Path,
+    sqs_url: str,
+    webhook_url: str,
+    *,
+    match: bool = True,
+    counted_sqs: bool = True,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One fresh-process run; `counted_sqs`: the SQS endpoint is the minimal one, which counts what it got."""
+    """One fresh-process run; `counted_sqs`: the SQS endpoint is the minimal one, which counts what it got;
+    `env`: more environment for the handler's process."""
     arrivals(webhook_url, reset=True)
     if counted_sqs:
         arrivals(sqs_url, reset=True)
@@ -230,6 +244,7 @@ def one_run(
         text=True,
         timeout=600,
         check=True,
+        env={**os.environ, **(env or {})},
     ).stdout
     result = json.loads(output.strip().splitlines()[-1])
     hooked = [event_id for event_id in arrivals(webhook_url) if event_id.startswith("run-")]
@@ -284,9 +299,13 @@ def main() -> None:
         with moto_sqs() as moto_url:
             moto_runs = [one_run(engine, moto_url, webhook_url, counted_sqs=False) for _ in range(runs)]
             rows.append(("engine", "moto SQS (its messages not counted)", moto_runs))
-        rows.append(
-            ("engine, no match", "-", [one_run(engine, sqs_url, webhook_url, match=False) for _ in range(runs)])
-        )
+        # what a record costs when nothing matches it, and how much of that is tracing: the same batch with its
+        # spans sampled (the default), not sampled, and with the SDK disabled (metrics stay on in all three)
+        no_match: dict[str, list[dict[str, Any]]] = {name: [] for name in NO_MATCH_CASES}
+        for _ in range(runs):
+            for name, env in NO_MATCH_CASES.items():
+                no_match[name].append(one_run(engine, sqs_url, webhook_url, match=False, env=env))
+        rows.extend((name, "-", measured) for name, measured in no_match.items())
     print(
         f"\nKafkaConsumerFunction: {RECORDS} records of one partition, {KEYS} keys, to SQS + a {WEBHOOK_MS} ms webhook"
     )
@@ -302,7 +321,7 @@ def main() -> None:
                 | {f"{r['failures']} failures" for r in measured if r["failures"]}
             )
         )
-        checks = broken or "each event once per target, keys in order"
+        checks = broken or ("nothing delivered" if "no match" in name else "each event once per target, keys in order")
         print(
             f"| {name} | {endpoint} | {seconds * 1000:.0f} ms | {RECORDS / seconds:,.0f}"
             f" | {seconds / RECORDS * 1e6:.0f} µs | {seconds / base:.2f}x | {checks} |"

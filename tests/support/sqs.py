@@ -1,5 +1,5 @@
 """SQS as Lambda sees it: received messages as an `aws:sqs` event, and a drain of the retry queue through
-DeliveryRetryFunction's handler until no ticket is left."""
+KafkaConsumerFunction's handler (its SQS event) until no ticket is left."""
 
 from __future__ import annotations
 

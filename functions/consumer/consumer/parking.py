@@ -3,7 +3,7 @@
 A ticket carries everything a retry needs, so that it survives any change of execution environment: the
 subscription's name, the Kafka record as the event source mapping delivered it (so the retry decodes the very
 same event, and a dead letter carries the same bytes), the attempts made, when the first failed and the last
-error. The retry function (`app.retry_handler`) takes tickets from the queue when their delay ends.
+error. The same function takes tickets from the queue (its SQS event) when their delay ends.
 
 SQS delays a message by 15 minutes at most, so that is the longest step of the backoff: exponential from
 RETRY_BASE_DELAY_SECONDS, capped at RETRY_MAX_DELAY_SECONDS (900), with jitter (each delay is drawn between

@@ -1,6 +1,8 @@
-"""The retry function (`app.retry_handler`, DeliveryRetryFunction): tickets from the retry queue, each one
-delivery tried again when its delay ends.
+"""The retry path of KafkaConsumerFunction (`app.handler` hands it the SQS batches of its `RetryQueueTickets`
+event): tickets from the retry queue, each one delivery tried again when its delay ends, up to 100 per batch
+side by side.
 
+- A ticket whose retry window ended before it came back (a backed-up queue) -> DLQ, no attempt.
 - Delivered (or found delivered before) -> done, and its lane moves on to the next event.
 - Refused by the target -> DLQ with the reason.
 - Failed again -> parked again with the next step of the backoff; once the subscription's retry policy is

@@ -20,8 +20,8 @@ class ConsumerSettings:
     idempotency_table: str | None = None
     idempotency_ttl_s: int = 2 * 24 * 3600
     retry_queue_url: str | None = None
-    """The SQS queue where failed deliveries wait for their retry (drained by `app.retry_handler`); unset: a
-    delivery that fails is dead-lettered at once, with the reason."""
+    """The SQS queue where failed deliveries wait for their retry (drained by the same function's SQS event);
+    unset: a delivery that fails is dead-lettered at once, with the reason."""
     retry_base_delay_s: float = 1.0
     retry_max_delay_s: int = 900
     max_record_bytes: int = 1_000_000

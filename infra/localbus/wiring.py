@@ -32,7 +32,10 @@ FULFILMENT_QUEUE = "fulfilment"
 BRIEF_WINDOW = "orders-brief-window"  # the subscription with a 60 s retry window
 BRIEF_WINDOW_PATH = "/brief-window"  # its path under the webhook receiver's URL
 OUTAGE_SOURCE = "/ledger/webhook-outage"  # the only events it matches
-TOPIC_PARTITIONS = 2  # one per core of the machines the local stack runs on
+# One: with two, tansu once left an offset out of a fetch (orders-1@206..209 came as 3 records; the missing
+# one was never delivered, in the e2e otlp-down scenario); the trigger's pollers per partition are
+# ready for more once the broker is trusted with them
+TOPIC_PARTITIONS = 1
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,8 @@ def local_parameters(state: StackState, targets: Targets) -> dict[str, str]:
 
 def create_topics(bootstrap: str, parameters: dict[str, str]) -> list[str]:
     """The topics the bus uses, made before anything polls them (MSK topics exist before their mappings too):
-    the consumer's (KafkaTopics) and the CDC function's (CdcTopic), TOPIC_PARTITIONS partitions each: the Kafka
-    trigger polls each partition on its own, so batches of two partitions are delivered side by side (a key
-    stays on its partition, so its order holds)."""
+    the consumer's (KafkaTopics) and the CDC function's (CdcTopic), TOPIC_PARTITIONS partitions each (the Kafka
+    trigger polls each partition of a topic on its own; a key stays on its partition, so its order holds)."""
     names = [topic for topic in parameters.get("KafkaTopics", "").split(",") if topic]
     names.append(parameters.get("CdcTopic") or "cdc-events")
     admin = AdminClient({"bootstrap.servers": bootstrap})

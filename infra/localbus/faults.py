@@ -152,7 +152,8 @@ def webhook_outage(run: Run) -> Reconciliation:
     down_at = time.monotonic()
     order = ledger.send_keyed(keys=20, per_key=max(1, run.events // 20))
     accepted = sum(1 for sent in ledger.sent.values() if sent.accepted)
-    wait_until(lambda: ledger.ended(QUEUE) >= accepted, "the queue's deliveries", timeout=WEBHOOK_OUTAGE_S)
+    # each look reads the webhook's record and drains the queue and the DLQ: once a second is enough
+    wait_until(lambda: ledger.ended(QUEUE) >= accepted, "the queue's deliveries", timeout=WEBHOOK_OUTAGE_S, every=1.0)
     queued_s = time.monotonic() - down_at
     broken = []
     if ledger.ended(WEBHOOK):

@@ -61,6 +61,10 @@ class Ending:
     delivered: int = 0
     dead_letters: list[str] = field(default_factory=list)  # their reasons ("" when a letter gave none)
 
+    @property
+    def ended(self) -> bool:
+        return bool(self.delivered or self.dead_letters)
+
 
 @dataclass
 class Reconciliation:
@@ -92,7 +96,7 @@ class Reconciliation:
         return [
             (event_id, name)
             for (event_id, name), ending in self.endings.items()
-            if event_id in accepted and not ending.delivered and not ending.dead_letters
+            if event_id in accepted and not ending.ended
         ]
 
     @property
@@ -231,7 +235,7 @@ class Ledger:
         while True:
             endings = self._read()
             done = all(
-                endings[(sent.id, name)].delivered or endings[(sent.id, name)].dead_letters
+                endings[(sent.id, name)].ended
                 for sent in self.sent.values()
                 if sent.accepted
                 for name in self.subscriptions
@@ -248,12 +252,7 @@ class Ledger:
     def ended(self, subscription: str) -> int:
         """How many accepted events have ended (delivered or dead-lettered) for `subscription` so far."""
         endings = self._read()
-        return sum(
-            1
-            for sent in self.sent.values()
-            if sent.accepted
-            and (endings[(sent.id, subscription)].delivered or endings[(sent.id, subscription)].dead_letters)
-        )
+        return sum(1 for sent in self.sent.values() if sent.accepted and endings[(sent.id, subscription)].ended)
 
     def webhook_order(self, subscription: str = WEBHOOK) -> list[str]:
         """This ledger's event ids as `subscription`'s webhook path took them (2xx), in the order they came."""

@@ -94,6 +94,42 @@ def fail_once(event_id: str) -> Callable[[dict[str, Any]], int | None]:
     return refuse
 
 
+def minute_window_consumer(kafka_bootstrap: str, aws: Aws, webhook: WebhookReceiver, monkeypatch: Any) -> Any:
+    """The consumer with one webhook subscription whose retry window is 60 s, the webhook down for an hour."""
+    webhook.go_down(3600)
+    policy = {"maximum_event_age_seconds": 60}
+    return load_consumer(
+        monkeypatch, consumer_env(kafka_bootstrap, aws, json.dumps([hook(webhook.start(), retry_policy=policy)]))
+    )
+
+
+def record_with_window_left(event_id: str, seconds: float) -> dict[str, Any]:
+    """A record written long enough ago that a 60 s retry window has `seconds` left."""
+    written = int((time.time() - 60 + seconds) * 1000)
+    return raw_record("orders", 1, json.dumps(cloud_event(event_id)).encode(), timestamp_ms=written)
+
+
+class SlowCalls:
+    """A botocore `provide-client-params` hook: the calls it picks take 20 ms more, as real round trips do,
+    and it counts them and the most in flight at once."""
+
+    def __init__(self, picks: Callable[[dict[str, Any]], bool]) -> None:
+        self.picks = picks
+        self.calls = self.in_flight = self.peak = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, params: dict[str, Any], **_: Any) -> None:
+        if not self.picks(params):
+            return
+        with self._lock:
+            self.calls += 1
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        time.sleep(0.02)
+        with self._lock:
+            self.in_flight -= 1
+
+
 def per_key_order(events: list[dict[str, Any]], keys: dict[str, str]) -> dict[str, list[str]]:
     by_key: dict[str, list[str]] = {}
     for event in events:
@@ -178,14 +214,9 @@ class TestRetries:
         assert attempts["r2"] == 3, "behind r1 until r1 was dead-lettered, then its own three tries"
 
     def test_retries_stop_at_the_end_of_the_retry_window(self, kafka_bootstrap, aws, webhook, monkeypatch):
-        webhook.go_down(3600)
-        policy = {"maximum_event_age_seconds": 60}
-        env = consumer_env(kafka_bootstrap, aws, json.dumps([hook(webhook.start(), retry_policy=policy)]))
-        consumer = load_consumer(monkeypatch, env)
-        written = int((time.time() - 58) * 1000)  # 2 s of its window left
-        records = [raw_record("orders", 1, json.dumps(cloud_event("w1")).encode(), timestamp_ms=written)]
+        consumer = minute_window_consumer(kafka_bootstrap, aws, webhook, monkeypatch)
 
-        consumer.handler(lambda_event(records), LambdaContext())
+        consumer.handler(lambda_event([record_with_window_left("w1", 2.0)]), LambdaContext())
         drain(aws.sqs, aws.retries, consumer.handler, LambdaContext())
 
         (letter,) = letters(aws)
@@ -196,14 +227,9 @@ class TestRetries:
         self, kafka_bootstrap, aws, webhook, monkeypatch
     ):
         """A backed-up retry queue can hand a ticket over after its window: the policy still holds."""
-        webhook.go_down(3600)
-        policy = {"maximum_event_age_seconds": 60}
-        env = consumer_env(kafka_bootstrap, aws, json.dumps([hook(webhook.start(), retry_policy=policy)]))
-        consumer = load_consumer(monkeypatch, env)
-        written = int((time.time() - 58.5) * 1000)  # 1.5 s of its window left
-        records = [raw_record("orders", 1, json.dumps(cloud_event("late1")).encode(), timestamp_ms=written)]
+        consumer = minute_window_consumer(kafka_bootstrap, aws, webhook, monkeypatch)
 
-        consumer.handler(lambda_event(records), LambdaContext())
+        consumer.handler(lambda_event([record_with_window_left("late1", 1.5)]), LambdaContext())
         webhook.down_until = 0.0  # back, but the ticket only comes once the window is over
         time.sleep(2.0)
         drain(aws.sqs, aws.retries, consumer.handler, LambdaContext())
@@ -316,49 +342,28 @@ class TestThroughputMechanics:
         env = consumer_env(kafka_bootstrap, aws, json.dumps([queue(aws)]), IDEMPOTENCY_TABLE="idempotency")
         consumer = load_consumer(monkeypatch, env)
         client = consumer.processor.settler.idempotency._client
-        lock, flight, peak, completes = threading.Lock(), [0], [0], [0]
-
-        def before(params: dict[str, Any], **_: Any) -> None:
-            if params.get("Item", {}).get("status", {}).get("S") == "COMPLETED":
-                with lock:
-                    flight[0] += 1
-                    completes[0] += 1
-                    peak[0] = max(peak[0], flight[0])
-                time.sleep(0.02)  # a write that takes its time, as a real one does
-                with lock:
-                    flight[0] -= 1
-
-        client.meta.events.register("provide-client-params.dynamodb.PutItem", before)
+        completions = SlowCalls(lambda params: params.get("Item", {}).get("status", {}).get("S") == "COMPLETED")
+        client.meta.events.register("provide-client-params.dynamodb.PutItem", completions)
         events = [(f"d{n}", f"key-{n}") for n in range(20)]
 
         consumer.handler(batch(events), LambdaContext())
 
         assert sorted(queued_ids(aws)) == sorted(event_id for event_id, _ in events)
-        assert completes[0] == 20
-        assert peak[0] > 1, "the claims were completed one after another"
+        assert completions.calls == 20
+        assert completions.peak > 1, "the claims were completed one after another"
 
     def test_the_dead_letters_of_a_batch_are_sent_side_by_side(self, kafka_bootstrap, aws, webhook, monkeypatch):
         webhook.status = 404  # refused: each delivery goes to the DLQ at once
         consumer = load_consumer(monkeypatch, consumer_env(kafka_bootstrap, aws, json.dumps([hook(webhook.start())])))
-        lock, flight, peak = threading.Lock(), [0], [0]
-
-        def before(params: dict[str, Any], **_: Any) -> None:
-            if params.get("QueueUrl") == aws.dlq:
-                with lock:
-                    flight[0] += 1
-                    peak[0] = max(peak[0], flight[0])
-                time.sleep(0.02)
-                with lock:
-                    flight[0] -= 1
-
-        consumer.sqs.meta.events.register("provide-client-params.sqs.SendMessage", before)
+        sends = SlowCalls(lambda params: params.get("QueueUrl") == aws.dlq)
+        consumer.sqs.meta.events.register("provide-client-params.sqs.SendMessage", sends)
 
         consumer.handler(batch([(f"x{n}", f"key-{n}") for n in range(20)]), LambdaContext())
 
         dead = letters(aws)
         assert sorted(letter["event"]["id"] for letter in dead) == sorted(f"x{n}" for n in range(20))
         assert all("refused" in letter["reason"] for letter in dead)
-        assert peak[0] > 1, "the dead letters were sent one after another"
+        assert sends.peak > 1, "the dead letters were sent one after another"
 
 
 class TestLanes:

@@ -62,6 +62,11 @@ class Attempt:
     claimed: bool = False  # this invocation holds the delivery's idempotency claim (settle or release it)
     held_elsewhere: bool = False  # FAILED because another invocation holds its claim (not the target's doing)
 
+    @property
+    def done(self) -> bool:
+        """Delivered now or before: nothing more to do but complete its claim."""
+        return self.status in (Status.DELIVERED, Status.DUPLICATE)
+
 
 def lanes(deliveries: Iterable[Delivery]) -> dict[str, list[Delivery]]:
     """The deliveries of one subscription by lane, each lane in offset order."""

@@ -202,14 +202,13 @@ class Processor:
     def _settle(
         self, attempts: Sequence[Attempt], waiting: Mapping[LaneId, LaneState]
     ) -> list[tuple[Attempt, Outcome]]:
-        done = (Status.DELIVERED, Status.DUPLICATE)
-        settled = self.settler.delivered_all([attempt for attempt in attempts if attempt.status in done])
+        settled = self.settler.delivered_all([attempt for attempt in attempts if attempt.done])
         parkings: list[Parking] = []
         letters: list[tuple[Attempt, Callable[[], Outcome]]] = []
         now = time.time()
         for attempt in attempts:
             delivery = attempt.delivery
-            if attempt.status in done:
+            if attempt.done:
                 continue
             error = attempt.error
             failed = attempt.status is Status.FAILED

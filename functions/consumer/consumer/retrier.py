@@ -17,7 +17,6 @@ side by side.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -48,7 +47,7 @@ class _Ticketed:
     ticket: Ticket
     delivery: Delivery
     window_ends_at: float  # unix time
-    index: int = 0  # its place in the SQS batch
+    index: int  # its place in the SQS batch
 
     def window_left(self) -> float:
         return self.window_ends_at - time.time()
@@ -80,10 +79,10 @@ class Retrier:
                 if time.monotonic() >= deadline:  # back to the queue as they are: SQS shows them again
                     settled.append(False)
                     continue
-                read = self._read(message, spans)
+                read = self._read(message, index, spans)
                 settled.append(read if isinstance(read, bool) else False)
                 if not isinstance(read, bool):
-                    work.append(dataclasses.replace(read, index=index))
+                    work.append(read)
             for item, ok in self._run(work, deadline, int(time_left * 1000) + 1000):
                 settled[item.index] = ok
         failures = [
@@ -93,9 +92,9 @@ class Retrier:
         ]
         return {"batchItemFailures": failures}
 
-    def _read(self, message: Mapping[str, Any], spans: ExitStack) -> _Ticketed | bool:
-        """The message's ticket and delivery, in a span of its own; True/False when it is settled already
-        (dead-lettered as unreadable) or must come back."""
+    def _read(self, message: Mapping[str, Any], index: int, spans: ExitStack) -> _Ticketed | bool:
+        """The message's ticket and delivery (the `index`-th of the batch), in a span of its own; True/False when
+        it is settled already (dead-lettered as unreadable) or must come back."""
         parent = self.telemetry.context_from_http_headers(_attribute_strings(message))
         span = spans.enter_context(self.telemetry.span("retry delivery", kind=SpanKind.CONSUMER, context=parent))
         try:
@@ -119,7 +118,7 @@ class Retrier:
         span.set_attribute("messaging.message.id", cloud_event.get_id())
         born = raw.timestamp_ms / 1000 if raw.timestamp_ms else ticket.first_failed_at
         window_ends_at = born + subscription.retry.maximum_event_age_s
-        return _Ticketed(ticket, Delivery(subscription, raw, cloud_event, parent), window_ends_at)
+        return _Ticketed(ticket, Delivery(subscription, raw, cloud_event, parent), window_ends_at, index)
 
     def _run(self, work: Sequence[_Ticketed], deadline: float, hold_ms: int) -> Iterator[tuple[_Ticketed, bool]]:
         states = self._lane_states(work)
@@ -141,13 +140,13 @@ class Retrier:
         ready.sort(key=lambda item: item.delivery.seq)  # one lane's tickets in its order
         attempts = self.engine.run([item.delivery for item in ready], deadline=deadline, hold_ms=hold_ms)
         by_delivery = {id(item.delivery): item for item in ready}
-        done = [attempt for attempt in attempts if attempt.status in (Status.DELIVERED, Status.DUPLICATE)]
+        done = [attempt for attempt in attempts if attempt.done]
         for attempt, outcome in self.settler.delivered_all(
             done, then=lambda attempt: self.settler.leave(attempt.delivery, by_delivery[id(attempt.delivery)].ticket)
         ):
             yield by_delivery[id(attempt.delivery)], outcome is not Outcome.UNSETTLED
         for attempt in attempts:
-            if attempt.status in (Status.DELIVERED, Status.DUPLICATE):
+            if attempt.done:
                 continue
             item = by_delivery[id(attempt.delivery)]
             settled = self._settle(attempt, item, waits)
@@ -223,10 +222,8 @@ class Retrier:
             )
         attempt = Attempt(delivery, Status.HELD, DeliveryError(ticket.last_error or "not attempted", transient=True))
         outcome = self.settler.dead_letter(
-            attempt, reason, attempts=ticket.attempts, first_failed_at=ticket.first_failed_at
+            attempt, reason, attempts=ticket.attempts, first_failed_at=ticket.first_failed_at, ticket=ticket
         )
-        if outcome is Outcome.DEAD_LETTERED:
-            self.settler.leave(delivery, ticket)
         return outcome is not Outcome.UNSETTLED
 
     def _settle(self, attempt: Attempt, item: _Ticketed, waits: list[tuple[_Ticketed, Parking]]) -> Outcome | None:
@@ -259,12 +256,9 @@ class Retrier:
                 self.settler.lanes.progress((ticket.subscription, ticket.lane), time.time() + delay)
             waits.append((item, Parking(attempt, after, delay)))
             return None
-        outcome = self.settler.dead_letter(
-            attempt, reason, attempts=after.attempts, first_failed_at=ticket.first_failed_at
+        return self.settler.dead_letter(
+            attempt, reason, attempts=after.attempts, first_failed_at=ticket.first_failed_at, ticket=ticket
         )
-        if outcome is Outcome.DEAD_LETTERED:
-            self.settler.leave(delivery, ticket)
-        return outcome
 
     def _unreadable(self, message: Mapping[str, Any], reason: str) -> bool:
         """A message no retry can use: to the DLQ as it came, with why."""

@@ -60,12 +60,6 @@ class Settler:
         self.lanes = lanes
         self._pool: ThreadPoolExecutor | None = None  # for delivered_all, kept for the environment's life
 
-    def delivered(self, attempt: Attempt, outcome: Outcome = Outcome.DELIVERED) -> Outcome:
-        if attempt.claimed:
-            self.idempotency.complete(attempt.delivery.idempotency_key, {"delivered_at": time.time()})
-        self.count(attempt.delivery, outcome, attempt.seconds)
-        return outcome
-
     def delivered_all(
         self, attempts: Sequence[Attempt], then: Callable[[Attempt], None] | None = None
     ) -> list[tuple[Attempt, Outcome]]:
@@ -74,9 +68,10 @@ class Settler:
         `then` runs after each one's completion, in the same worker."""
 
         def one(attempt: Attempt) -> tuple[Attempt, Outcome]:
-            outcome = self.delivered(
-                attempt, Outcome.DUPLICATE if attempt.status is Status.DUPLICATE else Outcome.DELIVERED
-            )
+            if attempt.claimed:
+                self.idempotency.complete(attempt.delivery.idempotency_key, {"delivered_at": time.time()})
+            outcome = Outcome.DUPLICATE if attempt.status is Status.DUPLICATE else Outcome.DELIVERED
+            self.count(attempt.delivery, outcome, attempt.seconds)
             if then is not None:
                 then(attempt)
             return attempt, outcome
@@ -102,8 +97,10 @@ class Settler:
         attempts: int,
         first_failed_at: float | None = None,
         error_event_id: str | None = None,
+        ticket: Ticket | None = None,
     ) -> Outcome:
-        """The delivery's dead letter, with `reason`, the attempts made and the last error."""
+        """The delivery's dead letter, with `reason`, the attempts made and the last error. With the `ticket` it
+        was parked with: once the letter is stored, its lane goes on (unsettled, it keeps its place)."""
         delivery = attempt.delivery
         event = delivery.event
         if error_event_id is None:
@@ -128,6 +125,8 @@ class Settler:
         if attempt.claimed:  # settled: a redelivery must neither send it nor dead-letter it again
             self.idempotency.complete(delivery.idempotency_key, {"dead_lettered_at": time.time(), "reason": reason})
         self.count(delivery, Outcome.DEAD_LETTERED, attempt.seconds)
+        if ticket is not None:
+            self.leave(delivery, ticket)
         return Outcome.DEAD_LETTERED
 
     def send_letter(self, letter: DeadLetter) -> bool:
@@ -160,10 +159,12 @@ class Settler:
             last = f"; last error: {attempt.error.reason}" if attempt.error is not None else ""
             reason = f"delivery to {attempt.delivery.subscription.name} could not be parked for a retry ({error}){last}"
             outcome = self.dead_letter(
-                attempt, reason, attempts=parking.ticket.attempts, first_failed_at=parking.ticket.first_failed_at
+                attempt,
+                reason,
+                attempts=parking.ticket.attempts,
+                first_failed_at=parking.ticket.first_failed_at,
+                ticket=parking.ticket,
             )
-            if outcome is Outcome.DEAD_LETTERED:  # settled: its lane goes on (unsettled, it keeps its place)
-                self.leave(attempt.delivery, parking.ticket)
             outcomes.append(outcome)
         return outcomes
 

@@ -3,9 +3,14 @@ parent/child relations and batch links."""
 
 from __future__ import annotations
 
+import http.server
+import threading
+from typing import ClassVar
+
 import pytest
 from localbus.context import LambdaContext
 from observability.tracing import links_for
+from observability.tracing.otlp_http import OtlpHttpSpanExporter
 from opentelemetry.trace import SpanKind
 from support.events import load_event
 
@@ -104,3 +109,68 @@ def test_http_request_continues_the_callers_trace(otlp_receiver, make_telemetry,
     assert (server.trace_id, server.parent_span_id) == PRODUCERS[0]
     assert server.attributes["http.route"] == "/events"
     assert server.attributes["http.response.status_code"] == 202
+
+
+@pytest.mark.servers
+def test_gzip_compressed_requests_arrive_on_one_kept_alive_connection(otlp_receiver, make_telemetry, service_name):
+    """OTEL_EXPORTER_OTLP_COMPRESSION=gzip is honoured by the layer's own sender, and three flushes share one
+    connection (no handshake per invocation)."""
+    telemetry = make_telemetry(
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.http_endpoint,
+        OTEL_EXPORTER_OTLP_COMPRESSION="gzip",
+        TELEMETRY_FLUSH_TIMEOUT_MS="5000",
+    )
+    handler = telemetry.http_handler(lambda event, context: {"statusCode": 202, "body": "{}"})
+    for _ in range(3):
+        handler(load_event("apigw_rest_post_events"), LambdaContext())
+
+    spans = otlp_receiver.store.wait_for(lambda found: len(found) >= 3, service_name)
+    assert [span.name for span in spans] == ["POST /events"] * 3
+    exporter = telemetry.tracing.otlp_exporter
+    assert isinstance(exporter, OtlpHttpSpanExporter)
+    assert (exporter.spans_sent, exporter.connections_opened) == (3, 1)
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """Answers each POST with the next status of `statuses` and records what it was sent."""
+
+    statuses: ClassVar[list[int]] = []
+    received: ClassVar[list[dict[str, str]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append({**dict(self.headers.items()), "bytes": str(len(body))})
+        self.send_response(type(self).statuses.pop(0))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_error_answer_fails_the_export_and_the_spans_go_with_the_next_one(make_telemetry, service_name):
+    _Collector.statuses[:] = [503, 200]
+    _Collector.received.clear()
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        telemetry = make_telemetry(
+            OTEL_TRACES_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{collector.server_port}/v1/traces",
+            OTEL_EXPORTER_OTLP_HEADERS="x-api-key=secret",
+            TELEMETRY_FLUSH_TIMEOUT_MS="2000",
+            TELEMETRY_BACKOFF_SECONDS="0",
+        )
+        handler = telemetry.http_handler(lambda event, context: {"statusCode": 202, "body": "{}"})
+        handler(load_event("apigw_rest_post_events"), LambdaContext())
+        assert telemetry.tracing.kept_spans == 1  # the 503: kept, not lost
+        handler(load_event("apigw_rest_post_events"), LambdaContext())
+        assert telemetry.tracing.kept_spans == 0
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    first, second = _Collector.received
+    assert first["Content-Type"] == "application/x-protobuf"
+    assert first["x-api-key"] == "secret"
+    assert int(second["bytes"]) > int(first["bytes"])  # the kept span went out with the new one

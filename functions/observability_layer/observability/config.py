@@ -21,6 +21,7 @@ TRACES_EXPORTERS = ("otlp", "console", "none")
 # auto: after the response when running in Lambda (an internal extension), else inline
 FLUSH_MODES = ("auto", "inline", "after_response")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+OTLP_COMPRESSIONS = ("none", "gzip")
 SAMPLERS = (
     "always_on",
     "always_off",
@@ -184,6 +185,10 @@ class TelemetrySettings:
     otlp_protocol: str = "http/protobuf"
     otlp_traces_endpoint: str = "http://localhost:4318/v1/traces"
     otlp_headers: dict[str, str] = field(default_factory=dict)
+    otlp_compression: str = "none"
+    otlp_certificate: str | None = None  # CA bundle for an https collector (else the system's)
+    otlp_client_certificate: str | None = None  # mTLS
+    otlp_client_key: str | None = None
     sampler: str = "parentbased_always_on"
     sampler_ratio: float = 1.0
     propagators: tuple[str, ...] = ("tracecontext", "baggage")
@@ -229,6 +234,14 @@ class TelemetrySettings:
             otlp_traces_endpoint=_otlp_traces_endpoint(env, protocol),
             otlp_headers=env.key_values("OTEL_EXPORTER_OTLP_HEADERS", secret=True)
             | env.key_values("OTEL_EXPORTER_OTLP_TRACES_HEADERS", secret=True),
+            otlp_compression=env.choice(
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                OTLP_COMPRESSIONS,
+                env.choice("OTEL_EXPORTER_OTLP_COMPRESSION", OTLP_COMPRESSIONS, "none"),
+            ),
+            otlp_certificate=_otlp_file(env, "CERTIFICATE"),
+            otlp_client_certificate=_otlp_file(env, "CLIENT_CERTIFICATE"),
+            otlp_client_key=_otlp_file(env, "CLIENT_KEY"),
             sampler=env.choice("OTEL_TRACES_SAMPLER", SAMPLERS, "parentbased_always_on"),
             sampler_ratio=env.number("OTEL_TRACES_SAMPLER_ARG", 1.0, 0.0, 1.0),
             propagators=env.choices("OTEL_PROPAGATORS", PROPAGATORS, ("tracecontext", "baggage")),
@@ -250,6 +263,11 @@ def _traces_exporters(env: EnvReader) -> tuple[str, ...]:
     if "none" in exporters and len(exporters) > 1:
         raise ConfigError("OTEL_TRACES_EXPORTER", ",".join(exporters), "'none' alone, or otlp and/or console")
     return () if exporters == ("none",) else exporters
+
+
+def _otlp_file(env: EnvReader, name: str) -> str | None:
+    """OTEL_EXPORTER_OTLP_TRACES_<name>, else OTEL_EXPORTER_OTLP_<name>: a file path (TLS material)."""
+    return env.raw(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or env.raw(f"OTEL_EXPORTER_OTLP_{name}")
 
 
 def _otlp_traces_endpoint(env: EnvReader, protocol: str) -> str:

@@ -1,4 +1,5 @@
-"""Span exporters for OTEL_TRACES_EXPORTER, each built only when configured (gRPC is imported lazily)."""
+"""Span exporters for OTEL_TRACES_EXPORTER, each built only when configured (gRPC is imported lazily; OTLP/HTTP is
+the layer's own sender on the SDK's encoder, observability.tracing.otlp_http)."""
 
 from __future__ import annotations
 
@@ -105,6 +106,10 @@ class ObservedSpanExporter(SpanExporter):
                 self._dropped["retention_full"] += 1
 
     @property
+    def delegate(self) -> SpanExporter:
+        return self._delegate
+
+    @property
     def kept(self) -> int:
         """Spans waiting for the collector to answer again."""
         return len(self._kept)
@@ -157,12 +162,14 @@ def create_otlp_exporter(settings: TelemetrySettings) -> SpanExporter:
             headers=settings.otlp_headers or None,
             timeout=timeout,
         )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from observability.tracing.otlp_http import OtlpHttpSpanExporter, tls_context
 
-    return OTLPSpanExporter(
-        endpoint=settings.otlp_traces_endpoint,
-        headers=settings.otlp_headers or None,
-        timeout=timeout,
+    return OtlpHttpSpanExporter(
+        settings.otlp_traces_endpoint,
+        timeout_s=timeout,
+        headers=settings.otlp_headers,
+        compression=settings.otlp_compression,
+        ssl_context=tls_context(settings.otlp_certificate, settings.otlp_client_certificate, settings.otlp_client_key),
     )
 
 

@@ -80,6 +80,11 @@ class Tracing:
         return self._observed.export_kept()  # spans of earlier failed exports, when nothing new carried them
 
     @property
+    def otlp_exporter(self) -> SpanExporter | None:
+        """The exporter that sends to the collector (None without OTLP)."""
+        return self._observed.delegate if self._observed is not None else None
+
+    @property
     def kept_spans(self) -> int:
         """Spans whose export failed, waiting for the collector to answer again."""
         return self._observed.kept if self._observed is not None else 0

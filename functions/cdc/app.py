@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from cdc.processor import CdcProcessor
 from cdc.settings import CdcSettings
+from eventbus import aws
 from eventbus.dead_letters import DeadLetterQueue
 from eventbus.kafka_settings import KafkaSettings
 from eventbus.producer import EventProducer
@@ -27,7 +26,7 @@ processor = CdcProcessor(
     producer=EventProducer(KafkaSettings.from_env(), telemetry, delivery_timeout_s=settings.publish_timeout_s),
     dead_letters=DeadLetterQueue(
         settings.dlq_url,
-        boto3.client("sqs", config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2})),
+        aws.client("sqs", aws.fast_config(connect_timeout=2, read_timeout=5)),
     ),
 )
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from consumer.dead_letters import DeadLetterQueue
 from consumer.engine import DeliveryEngine
 from consumer.lanes import DynamoDBLanes, Lanes, NoLanes
@@ -24,6 +22,7 @@ from consumer.processor import Processor
 from consumer.retrier import Retrier
 from consumer.settings import ConsumerSettings
 from consumer.targets import Deliverer
+from eventbus import aws
 from eventbus.idempotency import DynamoDBIdempotency, Idempotency, LocalIdempotency
 from eventbus.kafka_settings import KafkaSettings, read_secret
 from eventbus.producer import EventProducer
@@ -34,12 +33,8 @@ from opentelemetry.trace import SpanKind
 telemetry = get_telemetry()
 settings = ConsumerSettings.from_env()
 # botocore's defaults (60 s timeouts, retries) would outlast the invocation on a slow target
-aws_config = Config(
-    connect_timeout=2,
-    read_timeout=max(2.0, settings.webhook_timeout_s),
-    retries={"max_attempts": 2, "mode": "standard"},
-)
-sqs = boto3.client("sqs", config=aws_config)
+aws_config = aws.fast_config(connect_timeout=2, read_timeout=max(2.0, settings.webhook_timeout_s))
+sqs = aws.client("sqs", aws_config)
 for unsigned in settings.unsigned_webhooks():
     telemetry.logger.warning("subscription %s posts to a webhook without a signature: no secret is set", unsigned)
 
@@ -66,7 +61,7 @@ lanes: Lanes = (
 )
 deliverer = Deliverer(
     sqs=sqs,
-    sns=boto3.client("sns", config=aws_config),
+    sns=aws.client("sns", aws_config),
     producer=producer,
     webhook_timeout_s=settings.webhook_timeout_s,
     webhook_secret=settings.webhook_secret,

@@ -31,18 +31,10 @@ sources: list[ConnectorSource] = []
 if settings.kafka_connect_url:
     sources.append(KafkaConnectRestSource(settings.kafka_connect_url, settings.connect_timeout_s))
 if settings.msk_connector_arns:
-    import boto3
-    from botocore.config import Config
+    from eventbus import aws
 
     # botocore's defaults (60 s timeouts, retries) would outlast the schedule's invocation
-    kafkaconnect = boto3.client(
-        "kafkaconnect",
-        config=Config(
-            connect_timeout=settings.connect_timeout_s,
-            read_timeout=settings.connect_timeout_s,
-            retries={"max_attempts": 2, "mode": "standard"},
-        ),
-    )
+    kafkaconnect = aws.client("kafkaconnect", aws.fast_config(settings.connect_timeout_s, settings.connect_timeout_s))
     sources.append(MskConnectSource(cast(KafkaConnectClient, kafkaconnect), settings.msk_connector_arns))
 if not sources:
     telemetry.logger.warning("no CDC connector source: set KAFKA_CONNECT_URL and/or MSK_CONNECT_CONNECTOR_ARNS")

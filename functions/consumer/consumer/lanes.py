@@ -104,11 +104,9 @@ class DynamoDBLanes:
         self._table = table
         self._ttl_s = ttl_s
         if client is None:
-            import boto3
-            from botocore.config import Config
+            from eventbus import aws
 
-            config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"})
-            client = boto3.client("dynamodb", config=config)
+            client = aws.client("dynamodb", aws.fast_config(connect_timeout=1, read_timeout=2))
         self._client = client
 
     @staticmethod

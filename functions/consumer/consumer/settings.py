@@ -72,7 +72,7 @@ def _subscriptions(env: EnvReader, read_parameter: Callable[[str], str]) -> tupl
 
 
 def read_ssm_parameter(name: str) -> str:
-    import boto3
+    from eventbus import aws
 
-    response = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)
+    response = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)
     return str(response["Parameter"]["Value"])

@@ -132,13 +132,11 @@ class DynamoDBIdempotency:
         self._unanswered: dict[str, str] = {}  # item id -> the token of a claim whose write got no answer
         self._lock = threading.Lock()
         if client is None:
-            import boto3
-            from botocore.config import Config
+            from eventbus import aws
 
             # botocore's defaults (60 s timeouts) could outlast the invocation: fail fast; a retried write is
             # safe because the claim token recognises it
-            config = Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 2, "mode": "standard"})
-            client = boto3.client("dynamodb", config=config)
+            client = aws.client("dynamodb", aws.fast_config(connect_timeout=1, read_timeout=1))
         self._client = client
 
     def _item_id(self, key: Key) -> str:

@@ -91,9 +91,9 @@ class KafkaSettings:
 
 def read_secret(arn: str) -> str:
     """A Secrets Manager secret's string (honours AWS_ENDPOINT_URL, like every client here)."""
-    import boto3
+    from eventbus import aws
 
-    response = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+    response = aws.client("secretsmanager").get_secret_value(SecretId=arn)
     return str(response["SecretString"])
 
 

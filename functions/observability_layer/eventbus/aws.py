@@ -1,0 +1,55 @@
+"""AWS clients for the bus's functions, from botocore alone.
+
+`boto3.client(...)` is a thin layer over botocore's session, but importing boto3 also loads its resource factory
+and s3transfer: ~55 ms and ~2 MiB of every cold start, for nothing the bus uses (no resources, no transfers).
+These clients are botocore's own, from one session per process: they honour AWS_ENDPOINT_URL, the region and the
+credentials of the environment exactly as boto3's do.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+if TYPE_CHECKING:
+    from botocore.config import Config
+    from botocore.session import Session
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+_session: Session | None = None
+_lock = threading.Lock()
+
+
+@overload
+def client(service: Literal["dynamodb"], config: Config | None = None) -> DynamoDBClient: ...
+
+
+@overload
+def client(service: Literal["sqs"], config: Config | None = None) -> SQSClient: ...
+
+
+@overload
+def client(service: str, config: Config | None = None) -> Any: ...  # noqa: ANN401 - services without stubs
+
+
+def client(service: str, config: Config | None = None) -> Any:
+    """A botocore client for `service` (creating clients is not thread-safe in botocore: one at a time)."""
+    global _session  # noqa: PLW0603 - one botocore session per process, as boto3's default session
+    with _lock:
+        if _session is None:
+            import botocore.session
+
+            _session = botocore.session.get_session()
+        return _session.create_client(service, config=config)
+
+
+def fast_config(connect_timeout: float, read_timeout: float, max_attempts: int = 2) -> Config:
+    """Timeouts and retries that fit inside an invocation (botocore's defaults are 60 s and 5 legacy retries)."""
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+    )

@@ -90,6 +90,29 @@ class TestDynamoDB:
         assert change.changed_columns == ["n"]
         assert change.source_time_ms == 1_700_000_000_000
 
+    def test_every_dynamodb_type_becomes_a_json_value(self):
+        image = {
+            "order_id": {"S": "o-1"},
+            "paid": {"BOOL": True},
+            "note": {"NULL": True},
+            "count": {"N": "-40"},
+            "tiny": {"N": "1E-130"},
+            "sizes": {"NS": ["10", "2", "2.5"]},
+            "lines": {"L": [{"M": {"sku": {"S": "a"}, "qty": {"N": "2"}}}, {"NULL": True}]},
+        }
+        change = dynamodb.decode(
+            self.record("INSERT", NewImage=image), connector="dynamodb", traceparent_attribute="traceparent"
+        )
+        assert change.after == {
+            "order_id": "o-1",
+            "paid": True,
+            "note": None,
+            "count": -40,
+            "tiny": 1e-130,  # a float holds it exactly
+            "sizes": [2.5, 10, 2],  # a set has no order: sorted by type, then text, so it is stable
+            "lines": [{"sku": "a", "qty": 2}, None],
+        }
+
     @pytest.mark.parametrize(
         ("record", "reason"),
         [
@@ -97,6 +120,13 @@ class TestDynamoDB:
             ({"eventName": "INSERT", "dynamodb": {"Keys": {}}}, "no key"),
             ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"S": "v"}}}}, "stream ARN"),
             ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"BAD": "v"}}}}, "does not deserialize"),
+            # what DynamoDB never sends: past its 38 digits, outside its exponents, not a number, bad base64
+            ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"N": "1" * 39}}}}, "not a DynamoDB number"),
+            ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"N": "1E+200"}}}}, "not a DynamoDB number"),
+            ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"N": "abc"}}}}, "not a DynamoDB number"),
+            ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"B": "not base64!"}}}}, "does not deserialize"),
+            ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"S": "v", "N": "1"}}}}, "one-key"),
+            ({"eventName": "INSERT", "dynamodb": {"Keys": {"k": {"SS": [1]}}}}, "does not deserialize"),
         ],
     )
     def test_undecodable(self, record, reason):

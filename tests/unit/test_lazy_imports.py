@@ -33,7 +33,16 @@ def handler(event, context):
     raise ValueError("boom")
 
 handler({"httpMethod": "GET", "resource": "/x", "path": "/x"}, Context())
-modules = ("sentry_sdk", "grpc", "opentelemetry.propagators.aws", "opentelemetry.exporter.otlp.proto.http")
+modules = (
+    "sentry_sdk",
+    "grpc",
+    "opentelemetry.propagators.aws",
+    "observability.tracing.otlp_http",
+    "opentelemetry.exporter.otlp.proto.http",
+    "requests",
+    "boto3",
+    "opentelemetry.propagate",
+)
 print(json.dumps({name: name in sys.modules for name in modules}))
 """
 
@@ -58,7 +67,13 @@ def test_defaults_import_neither_sentry_nor_grpc_nor_xray():
         "sentry_sdk": False,
         "grpc": False,
         "opentelemetry.propagators.aws": False,
-        "opentelemetry.exporter.otlp.proto.http": True,
+        # OTLP/HTTP goes through the layer's own sender: neither the SDK's exporter nor `requests` (~45 ms)
+        "observability.tracing.otlp_http": True,
+        "opentelemetry.exporter.otlp.proto.http": False,
+        "requests": False,
+        "boto3": False,
+        # its import scans every package's entry points; nothing here needs the global propagator
+        "opentelemetry.propagate": False,
     }
 
 
@@ -72,3 +87,67 @@ def test_defaults_import_neither_sentry_nor_grpc_nor_xray():
 )
 def test_each_optional_sdk_loads_when_configured(environ: dict[str, str], module: str):
     assert loaded_modules(**environ)[module] is True
+
+
+FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
+DEPLOYED = {
+    # what template.yaml gives every function (Globals) and each its own, with nothing listening anywhere
+    "AWS_LAMBDA_FUNCTION_NAME": "probe",
+    "AWS_REGION": "eu-west-1",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+    "AWS_ACCESS_KEY_ID": "probe",
+    "AWS_SECRET_ACCESS_KEY": "probe",
+    "OTEL_TRACES_EXPORTER": "otlp",
+    "OTEL_PROPAGATORS": "tracecontext,baggage",
+    "PUSHGATEWAY_URL": "http://127.0.0.1:9",
+    "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+    "KAFKA_SECURITY": "plaintext",
+    "IDEMPOTENCY_TABLE": "probe-idempotency",
+    "DLQ_URL": "http://127.0.0.1:9/000000000000/dlq",
+    "RETRY_QUEUE_URL": "http://127.0.0.1:9/000000000000/retry",
+}
+FUNCTION_PROBE = """
+import json, sys
+import app
+modules = ("boto3", "requests", "opentelemetry.propagate", "opentelemetry.exporter.otlp.proto.http", "sentry_sdk")
+print(json.dumps({name: name in sys.modules for name in modules}))
+sys.stdout.flush()
+import os
+os._exit(0)  # not the producer's flush at exit: nothing listens
+"""
+
+
+@pytest.mark.parametrize("function", ["ingest", "consumer", "cdc"])
+def test_a_function_in_its_deployed_configuration_loads_no_boto3_requests_or_entry_point_scan(function: str):
+    """botocore's clients without boto3 (~55 ms), the layer's OTLP sender without `requests` (~45 ms)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": f"{LAYER}:{FUNCTIONS / function}",
+        **DEPLOYED,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", FUNCTION_PROBE], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "boto3": False,
+        "requests": False,
+        "opentelemetry.propagate": False,
+        "opentelemetry.exporter.otlp.proto.http": False,
+        "sentry_sdk": False,
+    }
+
+
+def test_the_layers_propagator_becomes_the_global_one_when_instrumentation_loaded_it_first():
+    """Third-party instrumentation imported before the layer finds the layer's propagator (e.g. xray) in use."""
+    probe = """
+from opentelemetry import propagate
+from observability import get_telemetry
+telemetry = get_telemetry()
+print(propagate.get_global_textmap() is telemetry.tracing.propagator)
+"""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(LAYER), "OTEL_TRACES_EXPORTER": "none"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "True"

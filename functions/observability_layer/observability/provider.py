@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -14,7 +15,7 @@ from contextlib import AbstractContextManager
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -497,8 +498,8 @@ _process_lock = threading.Lock()
 def get_telemetry() -> Telemetry:
     """The process-wide Telemetry, built from the environment on first use.
 
-    It also becomes OpenTelemetry's global tracer provider and propagator, so that third-party
-    instrumentation (botocore, requests, ...) joins the same traces.
+    It also becomes OpenTelemetry's global tracer provider (and its propagator the global one, see
+    `_share_propagator`), so that third-party instrumentation (botocore, requests, ...) joins the same traces.
     """
     global _process_telemetry  # noqa: PLW0603 - one provider per execution environment, by design
     with _process_lock:
@@ -506,11 +507,21 @@ def get_telemetry() -> Telemetry:
             telemetry = Telemetry.from_environment()
             if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):  # the first one wins
                 trace.set_tracer_provider(telemetry.tracing.provider)
-            propagate.set_global_textmap(telemetry.tracing.propagator)
+            _share_propagator(telemetry)
             if telemetry.settings.aws.function_name and telemetry.settings.aws.execution_env:
                 telemetry.install_shutdown_hook()
             _process_telemetry = telemetry
         return _process_telemetry
+
+
+def _share_propagator(telemetry: Telemetry) -> None:
+    """Make the layer's propagator the global one, for third-party instrumentation, when something already loaded
+    `opentelemetry.propagate`. Otherwise leave it unloaded: its import looks up every OTEL_PROPAGATORS entry in the
+    installed packages' entry points (~15 ms of the cold start), and whatever loads it later builds the same
+    composite from the same variable."""
+    propagate = sys.modules.get("opentelemetry.propagate")
+    if propagate is not None:
+        propagate.set_global_textmap(telemetry.tracing.propagator)
 
 
 def reset_telemetry() -> None:

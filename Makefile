@@ -9,7 +9,6 @@ LAMBDA_VENV := .venv-lambda
 LOCALSTACK_VENV := .venv-localstack
 LAMBDA_REQUIREMENTS := infra/localstack_ext/lambda-runtime-requirements.txt
 LOCALBUS := PYTHONPATH=infra $(VENV)/bin/python -m
-LAYER_REQUIREMENTS := functions/observability_layer/requirements.txt
 # the layer's and every function's: the suite loads the handlers in-process
 FUNCTION_REQUIREMENTS := $(sort $(wildcard functions/*/requirements.txt))
 
@@ -45,11 +44,11 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/python -m pip install -q 'aws-sam-cli==1.170.0' 'aws-sam-cli-local==1.71.0'
 	@touch $@
 
-$(BENCH_VENV)/.installed: pyproject.toml $(LAYER_REQUIREMENTS)
+$(BENCH_VENV)/.installed: pyproject.toml $(FUNCTION_REQUIREMENTS)
 	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
 	$(PYTHON313) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade 'pip>=25.1'
-	$(BENCH_VENV)/bin/python -m pip install -q -r $(LAYER_REQUIREMENTS) --group bench
+	$(BENCH_VENV)/bin/python -m pip install -q $(addprefix -r ,$(FUNCTION_REQUIREMENTS)) --group bench
 	$(BENCH_VENV)/bin/python -m pip install -q --no-deps \
 	  opentelemetry-instrumentation-aws-lambda==0.66b1 opentelemetry-instrumentation==0.66b1
 	@touch $@

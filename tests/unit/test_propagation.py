@@ -68,10 +68,11 @@ def test_injection_round_trips_through_kafka_headers(tracing: Tracing):
     assert span_context_of(context).span_id == current.span_id  # type: ignore[union-attr]
 
 
-def test_links_are_made_for_valid_contexts_only(tracing: Tracing):
+def test_links_are_made_for_valid_sampled_contexts_only(tracing: Tracing):
     good = tracing.context_from_kafka_headers({"traceparent": TRACEPARENT})
     bad = tracing.context_from_kafka_headers({"traceparent": "garbage"})
-    links = links_for([good, bad, good], {"messaging.batch.index": 1})
+    unsampled = tracing.context_from_kafka_headers({"traceparent": TRACEPARENT[:-2] + "00"})
+    links = links_for([good, bad, unsampled, good], {"messaging.batch.index": 1})
     assert len(links) == 2
     assert trace.format_trace_id(links[0].context.trace_id) == TRACE_ID
 
@@ -90,3 +91,9 @@ def test_none_propagates_nothing():
 
 def test_text_view_of_kafka_headers_keeps_the_last_duplicate():
     assert kafka_headers_as_text([("a", b"1"), ("A", b"2")]) == {"a": "2"}
+
+
+def test_only_the_propagators_headers_are_decoded_for_extraction(tracing: Tracing):
+    headers = [{"ce_id": list(b"e-1")}, {"Traceparent": list(TRACEPARENT.encode())}, {"payload-hint": [255, 254]}]
+    assert kafka_headers_as_text(headers, frozenset({"traceparent"})) == {"traceparent": TRACEPARENT}
+    assert _ids(tracing.context_from_kafka_headers(headers)) == (TRACE_ID, SPAN_ID)

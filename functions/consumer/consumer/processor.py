@@ -15,6 +15,7 @@ dead-lettered with the reason, by the function itself, in the same invocation.
 
 from __future__ import annotations
 
+import collections
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 from eventbus.idempotency import Idempotency
 from observability import Telemetry
+from observability.metrics import Metrics, Series
 from observability.types import LambdaContext
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -128,6 +130,7 @@ class Processor:
         owner: dict[int, _Record] = {}
         in_batch: set[tuple[str, str, str]] = set()  # (subscription, source, id) of the deliveries so far
         tracer = self.telemetry.tracing.tracer
+        measures = _RecordMeasures(self.telemetry.metrics)
         for record, producer_context in zip(records, producer_contexts, strict=True):
             item = _Record(_position(record))
             batch.append(item)
@@ -139,7 +142,7 @@ class Processor:
             except PoisonRecordError as poison:
                 item.unsettled = not self._poison(record, poison)
                 continue
-            self._measure(raw)
+            measures.add(raw)
             if event is None:
                 continue  # a tombstone: nothing to deliver
             item.raw = raw
@@ -170,6 +173,7 @@ class Processor:
                 in_batch.add(copy)
                 deliveries.append(delivery)
                 owner[id(delivery)] = item
+        measures.done()
         started = time.perf_counter()
         waiting, held = self._waiting_lanes(deliveries)
         attempts = self.engine.run(
@@ -297,6 +301,8 @@ class Processor:
 
     def _end_records(self, batch: Sequence[_Record], seconds: float) -> None:
         metrics = self.telemetry.metrics
+        counted: collections.Counter[tuple[str, tuple[tuple[str, str], ...]]] = collections.Counter()
+        durations: dict[tuple[str, str], Series] = {}
         for item in batch:
             if item.span is None or item.labels is None or item.outcomes is None:
                 continue
@@ -306,15 +312,21 @@ class Processor:
                 item.span.set_status(SpanStatus(StatusCode.ERROR, "a delivery could not be settled"))
             elif item.outcomes and all(outcome is Outcome.DUPLICATE for outcome in item.outcomes):
                 # every delivery was done before: the mapping delivered the record again
-                metrics.inc("events_redelivered_total", 1.0, **labels)
+                counted["events_redelivered_total", tuple(labels.items())] += 1
             else:  # settled (delivered, parked or dead-lettered everywhere): counted once
-                metrics.inc("events_consumed_total", 1.0, **labels)
+                counted["events_consumed_total", tuple(labels.items())] += 1
                 if Outcome.DEAD_LETTERED in item.outcomes:
                     item.span.set_status(SpanStatus(StatusCode.ERROR, "dead-lettered"))
-            metrics.observe(
-                "event_processing_duration_seconds", seconds, event_type=labels["event_type"], source=labels["source"]
-            )
+            kind = (labels["event_type"], labels["source"])
+            duration = durations.get(kind)
+            if duration is None:
+                duration = durations[kind] = metrics.series(
+                    "event_processing_duration_seconds", event_type=kind[0], source=kind[1]
+                )
+            duration.observe(seconds)
             item.span.end()
+        for (name, labels_of), count in counted.items():  # added once per label set, not once per record
+            metrics.inc(name, count, **dict(labels_of))
 
     def _poison(self, record: Mapping[str, Any], poison: PoisonRecordError) -> bool:
         """The poison record's dead letter; True when it is stored."""
@@ -333,14 +345,32 @@ class Processor:
             raw = dict(record)
         return self.settler.send_letter(DeadLetter.of(raw, f"poison record: {poison.reason}", event_id))
 
-    def _measure(self, raw: RawRecord) -> None:
-        metrics = self.telemetry.metrics
-        metrics.inc("kafka_operations_total", operation="consume", topic=raw.topic, status="success")
-        metrics.observe("kafka_message_size_bytes", raw.size, operation="consume", topic=raw.topic)
-        if raw.timestamp_ms is not None:
-            metrics.observe(
-                "kafka_consumer_lag_seconds", max(0.0, time.time() - raw.timestamp_ms / 1000), topic=raw.topic
+
+class _RecordMeasures:
+    """A batch's per-record metrics, kept to plain values in the loop: each topic's series are looked up once
+    per batch, and the records consumed are counted once per topic when the batch has been read."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._now = time.time()
+        self._series: dict[str, tuple[Series, Series]] = {}
+        self._consumed: collections.Counter[str] = collections.Counter()
+
+    def add(self, raw: RawRecord) -> None:
+        series = self._series.get(raw.topic)
+        if series is None:
+            series = self._series[raw.topic] = (
+                self._metrics.series("kafka_message_size_bytes", operation="consume", topic=raw.topic),
+                self._metrics.series("kafka_consumer_lag_seconds", topic=raw.topic),
             )
+        self._consumed[raw.topic] += 1
+        series[0].observe(raw.size)
+        if raw.timestamp_ms is not None:
+            series[1].observe(max(0.0, self._now - raw.timestamp_ms / 1000))
+
+    def done(self) -> None:
+        for topic, count in self._consumed.items():
+            self._metrics.inc("kafka_operations_total", count, operation="consume", topic=topic, status="success")
 
 
 def _window_end(raw: RawRecord, maximum_age_s: int, now: float) -> float:

@@ -8,6 +8,7 @@ value, and a misconfigured function should say so at its first cold start instea
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -182,6 +183,7 @@ class TelemetrySettings:
     environment: str
     resource_attributes: dict[str, str] = field(default_factory=dict)
     traces_exporters: tuple[str, ...] = ("otlp",)
+    disabled: bool = False  # OTEL_SDK_DISABLED=true: no spans, no metrics, nothing exported (errors still logged)
     otlp_protocol: str = "http/protobuf"
     otlp_traces_endpoint: str = "http://localhost:4318/v1/traces"
     otlp_headers: dict[str, str] = field(default_factory=dict)
@@ -230,6 +232,7 @@ class TelemetrySettings:
             environment=environment,
             resource_attributes=resource_attributes,
             traces_exporters=_traces_exporters(env),
+            disabled=_sdk_disabled(env),
             otlp_protocol=protocol,
             otlp_traces_endpoint=_otlp_traces_endpoint(env, protocol),
             otlp_headers=env.key_values("OTEL_EXPORTER_OTLP_HEADERS", secret=True)
@@ -263,6 +266,15 @@ def _traces_exporters(env: EnvReader) -> tuple[str, ...]:
     if "none" in exporters and len(exporters) > 1:
         raise ConfigError("OTEL_TRACES_EXPORTER", ",".join(exporters), "'none' alone, or otlp and/or console")
     return () if exporters == ("none",) else exporters
+
+
+def _sdk_disabled(env: EnvReader) -> bool:
+    """OTEL_SDK_DISABLED as the OpenTelemetry specification defines it: only a case-insensitive "true" disables;
+    any other value means enabled, with a warning unless it is "false" or empty."""
+    value = (env.raw("OTEL_SDK_DISABLED") or "").strip().lower()
+    if value not in ("", "true", "false"):
+        logging.getLogger("observability").warning("OTEL_SDK_DISABLED=%r is not a boolean: telemetry stays on", value)
+    return value == "true"
 
 
 def _otlp_file(env: EnvReader, name: str) -> str | None:

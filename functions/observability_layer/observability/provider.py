@@ -80,7 +80,7 @@ class Telemetry:
         self.logger = get_logger(settings.service_name)
         logging.getLogger("opentelemetry").setLevel(_LOG_LEVELS.get(settings.log_level, logging.ERROR))
         self.tracing = Tracing(settings, otlp_exporter=otlp_exporter)
-        self.metrics = Metrics(settings.label_value_limit)
+        self.metrics = Metrics(settings.label_value_limit, enabled=not settings.disabled)
         self.sentry: SentryReporter | None = None
         if settings.sentry is not None:
             from observability.errors.sentry import SentryReporter  # sentry_sdk only with a DSN
@@ -89,7 +89,7 @@ class Telemetry:
                 settings.sentry, server_name=self.function_name, on_dropped=self._count_sentry_drop
             )
         self.pushgateway: PushgatewayExporter | None = None
-        if settings.pushgateway_url:
+        if settings.pushgateway_url and not settings.disabled:
             self.pushgateway = PushgatewayExporter(
                 settings.pushgateway_url,
                 job=settings.service_name,

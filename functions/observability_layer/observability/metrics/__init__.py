@@ -3,7 +3,7 @@
 from observability.metrics.cardinality import OVERFLOW_VALUE, CardinalityGuard
 from observability.metrics.catalog import CATALOG, CATALOG_BY_NAME, MetricSpec
 from observability.metrics.pushgateway import PushgatewayExporter, new_instance_id
-from observability.metrics.registry import Metrics
+from observability.metrics.registry import Metrics, Series
 
 __all__ = [
     "CATALOG",
@@ -13,5 +13,6 @@ __all__ = [
     "MetricSpec",
     "Metrics",
     "PushgatewayExporter",
+    "Series",
     "new_instance_id",
 ]

@@ -8,7 +8,7 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
-from typing import cast
+from typing import Protocol, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -45,6 +45,30 @@ def _build(spec: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:
 MAX_CACHED_CHILDREN = 10_000
 
 
+class Series(Protocol):
+    """A series' updates: a counter's `inc`, a gauge's `inc` and `set`, a histogram's `observe`."""
+
+    def inc(self, amount: float = 1.0) -> None: ...
+
+    def set(self, value: float) -> None: ...
+
+    def observe(self, amount: float) -> None: ...
+
+
+class _IgnoredSeries:
+    def inc(self, amount: float = 1.0) -> None:
+        return None
+
+    def set(self, value: float) -> None:
+        return None
+
+    def observe(self, amount: float) -> None:
+        return None
+
+
+_IGNORED = _IgnoredSeries()
+
+
 class Metrics:
     """The catalog's metrics on a `CollectorRegistry` of our own (never the global default one).
 
@@ -52,12 +76,13 @@ class Metrics:
     Label values pass through the cardinality guard.
     """
 
-    def __init__(self, label_value_limit: int, *, runtime_collectors: bool = True) -> None:
+    def __init__(self, label_value_limit: int, *, runtime_collectors: bool = True, enabled: bool = True) -> None:
         # `_created` samples would double the series every push carries, for no dashboard's benefit
         disable_created_metrics()  # type: ignore[no-untyped-call]
         # auto_describe: names of collect-only collectors (python_info, ...) are known, so no business
         # metric can shadow them
         self.registry = CollectorRegistry(auto_describe=True)
+        self.enabled = enabled  # False (OTEL_SDK_DISABLED): every update is a no-op and the registry stays empty
         self._specs: dict[str, MetricSpec] = {}
         self._metrics: dict[str, MetricWrapperBase] = {}
         self._business_lock = threading.Lock()
@@ -68,7 +93,7 @@ class Metrics:
             self._add(spec)
         self._overflow = cast(Counter, self._metrics["metric_label_overflow_total"])
         self.guard = CardinalityGuard(label_value_limit, self._count_overflow)
-        if runtime_collectors:
+        if runtime_collectors and enabled:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
@@ -106,8 +131,18 @@ class Metrics:
         values = {label: self.guard.value(name, label, value) for label, value in given.items()}
         return metric.labels(**values), values == given
 
+    def series(self, name: str, **labels: object) -> Series:
+        """One series (a metric with its label values), for a hot loop to update many times: what `inc`,
+        `observe` and `set` look up on every call, looked up once. With metrics off, a series that ignores
+        its updates."""
+        if not self.enabled:
+            return _IGNORED
+        return cast(Series, self._child(name, labels))
+
     def inc(self, name: str, amount: float = 1.0, **labels: object) -> None:
         """Add to a counter (or a gauge, e.g. in-flight requests with a negative amount)."""
+        if not self.enabled:
+            return
         child = self._child(name, labels)
         if isinstance(child, Gauge):
             child.inc(amount)
@@ -115,10 +150,12 @@ class Metrics:
             cast(Counter, child).inc(amount)
 
     def observe(self, name: str, value: float, **labels: object) -> None:
-        cast(Histogram, self._child(name, labels)).observe(value)
+        if self.enabled:
+            cast(Histogram, self._child(name, labels)).observe(value)
 
     def set(self, name: str, value: float, **labels: object) -> None:
-        cast(Gauge, self._child(name, labels)).set(value)
+        if self.enabled:
+            cast(Gauge, self._child(name, labels)).set(value)
 
     def value(self, name: str, **labels: object) -> float | None:
         """The current value of one series (a histogram's count), for tests and status reports."""

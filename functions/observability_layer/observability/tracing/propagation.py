@@ -7,7 +7,7 @@ because a client's bad `traceparent` must not cost it its event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -87,11 +87,13 @@ def decode_kafka_header_value(value: HeaderValue) -> str | None:
         return None
 
 
-def kafka_headers_as_text(headers: object) -> dict[str, str]:
+def kafka_headers_as_text(headers: object, only: Collection[str] | None = None) -> dict[str, str]:
     """Kafka record headers in any of the carriers' shapes as a lower-cased text mapping.
 
     Accepts Lambda's `[{"key": [byte, ...]}, ...]`, confluent-kafka's `[("key", b"value"), ...]`,
     and a plain mapping. Later duplicates win, as Kafka clients read the last header of a name.
+    `only` (lower-cased names): decode just those, e.g. a propagator's fields: a record's other headers are
+    the application's, and turning Lambda's lists of byte values into text is most of the cost.
     """
     pairs: list[tuple[object, HeaderValue]] = []
     if isinstance(headers, Mapping):
@@ -104,9 +106,14 @@ def kafka_headers_as_text(headers: object) -> dict[str, str]:
                 pairs.append((item[0], item[1]))
     text: dict[str, str] = {}
     for key, value in pairs:
+        if not isinstance(key, str):
+            continue
+        name = key.lower()
+        if only is not None and name not in only:
+            continue
         decoded = decode_kafka_header_value(value)
-        if isinstance(key, str) and decoded is not None:
-            text[key.lower()] = decoded
+        if decoded is not None:
+            text[name] = decoded
     return text
 
 
@@ -140,10 +147,14 @@ def span_context_of(context: Context) -> trace.SpanContext | None:
 
 
 def links_for(contexts: Iterable[Context], attributes: Attributes = None) -> list[trace.Link]:
-    """One span link per valid remote context: how a batch span points at each record's producer."""
+    """One span link per valid, sampled remote context: how a batch span points at each record's producer.
+
+    A context its producer did not sample has no spans in any backend: a link to it would point at nothing,
+    and in a 500-record batch whose records were sampled out, those links were most of the batch span's export
+    (each is encoded: ~30 us a record)."""
     links: list[trace.Link] = []
     for context in contexts:
         span_context = span_context_of(context)
-        if span_context is not None:
+        if span_context is not None and span_context.trace_flags.sampled:
             links.append(trace.Link(span_context, attributes))
     return links

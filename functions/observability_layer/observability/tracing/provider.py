@@ -44,8 +44,14 @@ class Tracing:
             resource=self.resource, sampler=build_sampler(settings.sampler, settings.sampler_ratio)
         )
         self.propagator = propagation.build_propagator(settings.propagators)
+        # the header names the propagators read: a Kafka record's other headers are never decoded for them
+        self._fields = frozenset(field.lower() for field in self.propagator.fields)
         self._observed: ObservedSpanExporter | None = None
         self._batch: BatchSpanProcessor | None = None
+        self.tracer: trace.Tracer
+        if settings.disabled:  # OTEL_SDK_DISABLED: spans are non-recording, nothing is queued or exported
+            self.tracer = trace.NoOpTracer()
+            return
         if "console" in settings.traces_exporters:
             self.provider.add_span_processor(SimpleSpanProcessor(create_console_exporter()))
         if "otlp" in settings.traces_exporters:
@@ -133,7 +139,7 @@ class Tracing:
         return propagation.extract(self.propagator, carrier)
 
     def context_from_kafka_headers(self, headers: object) -> Context:
-        return propagation.extract(self.propagator, propagation.kafka_headers_as_text(headers))
+        return propagation.extract(self.propagator, propagation.kafka_headers_as_text(headers, self._fields))
 
     def http_headers(self, context: Context | None = None) -> dict[str, str]:
         return propagation.inject(self.propagator, context)

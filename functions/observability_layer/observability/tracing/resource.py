@@ -37,6 +37,22 @@ def resource_attributes(settings: TelemetrySettings) -> dict[str, AttributeValue
     return attributes
 
 
+class _HashedResource(Resource):
+    """A Resource whose hash is computed once. The SDK's OTLP encoder groups every span by its resource, and
+    Resource.__hash__ serialises all its attributes to JSON each time: ~30 us of each span's ~70 us encoding
+    here. A resource never changes after it is made, so its hash cannot either."""
+
+    def __init__(self, attributes: dict[str, AttributeValue]) -> None:
+        super().__init__(attributes)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or super().__eq__(other)
+
+
 def build_resource(settings: TelemetrySettings) -> Resource:
     # Resource(...) rather than Resource.create(...): the environment was already read and validated,
     # and create() would run detectors that read it again.
@@ -46,4 +62,4 @@ def build_resource(settings: TelemetrySettings) -> Resource:
         "telemetry.sdk.version": sdk_version,
     }
     attributes.update(resource_attributes(settings))
-    return Resource(attributes)
+    return _HashedResource(attributes)

@@ -1,0 +1,56 @@
+"""OTEL_SDK_DISABLED=true turns the layer's telemetry off (the OpenTelemetry variable's meaning: every signal):
+no spans, no metrics, no backend to flush; the handler and its errors' log lines work as before."""
+
+from __future__ import annotations
+
+import pytest
+from localbus.context import LambdaContext
+from observability import Telemetry, TelemetrySettings
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.events import load_event
+
+
+def telemetry(**environ: str) -> tuple[Telemetry, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    env = {
+        "OTEL_SERVICE_NAME": "off",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "PUSHGATEWAY_URL": "http://127.0.0.1:9",
+        **environ,
+    }
+    return Telemetry(TelemetrySettings.from_env(env), otlp_exporter=exporter), exporter
+
+
+def test_disabled_telemetry_records_and_exports_nothing():
+    on, on_spans = telemetry()
+    off, off_spans = telemetry(OTEL_SDK_DISABLED="true")
+    for layer in (on, off):
+        handler = layer.http_handler(lambda event, context: {"statusCode": 202, "body": "{}"})
+        assert handler(load_event("apigw_rest_post_events"), LambdaContext())["statusCode"] == 202
+        layer.tracing.flush()
+
+    assert len(on_spans.get_finished_spans()) == 1
+    assert on.metrics.value("http_requests_total", method="POST", endpoint="/events", status="202") == 1
+    assert off_spans.get_finished_spans() == ()
+    assert off.metrics.value("http_requests_total", method="POST", endpoint="/events", status="202") is None
+    assert (off.flusher.backends, off.pushgateway) == ((), None)
+    assert b"python_info" not in off.metrics.exposition()
+
+
+def test_an_error_is_still_answered_with_its_event_id_when_telemetry_is_off():
+    off, _ = telemetry(OTEL_SDK_DISABLED="TRUE")
+
+    @off.http_handler
+    def handler(event, context):
+        raise RuntimeError("boom")
+
+    response = handler(load_event("apigw_rest_post_events"), LambdaContext())
+    assert response["statusCode"] == 500
+    assert "event_id" in response["body"]
+
+
+@pytest.mark.parametrize(
+    ("value", "disabled"), [("true", True), ("True", True), ("false", False), ("", False), ("1", False)]
+)
+def test_only_true_disables_as_the_specification_says(value: str, disabled: bool):
+    assert TelemetrySettings.from_env({"OTEL_SDK_DISABLED": value}).disabled is disabled

@@ -781,10 +781,11 @@ def per_record_table(results: Sequence[RecordResult], settings: Settings) -> str
         cost = per_record.layer_cost(results, result.target, result.mode) if result.mode != "off" else None
         rows.append([result.target, result.mode, fmt(result.per_record_us), fmt(cost)])
     notes = [
-        f"KafkaConsumerFunction's handler over one {per_record.RECORDS}-record MSK batch, a fresh process per run,",
-        f"median of {settings.cold_runs}, cases alternated; 'none': no subscription matches, 'webhook': each record",
-        "delivered to a local webhook; sampled/unsampled: the records' traceparent flags (parent-based sampling);",
-        "off: OTEL_SDK_DISABLED=true (no spans, no metrics, no export); the export is inline, in the timed call.",
+        f"KafkaConsumerFunction's handler over {per_record.RECORDS}-record MSK batches: a fresh process per run,",
+        f"the median of its {per_record.BATCHES} batches; median of {settings.cold_runs} runs, cases alternated;",
+        "'none': no subscription matches, 'webhook': each record delivered to a local webhook;",
+        "sampled/unsampled: the records' traceparent flags (parent-based sampling); off: OTEL_SDK_DISABLED=true",
+        "(no spans, no metrics, no export); spans and metrics are exported inline, inside the timed call.",
         *[f"{result.target}, {result.mode}: {result.error}" for result in results if result.error],
     ]
     return render_table("4. Per record (the layer's cost in a consumer's batch)", headers, rows, notes)

@@ -42,6 +42,7 @@ modules = (
     "requests",
     "boto3",
     "opentelemetry.propagate",
+    "snapshot_restore_py",
 )
 print(json.dumps({name: name in sys.modules for name in modules}))
 """
@@ -74,6 +75,8 @@ def test_defaults_import_neither_sentry_nor_grpc_nor_xray():
         "boto3": False,
         # its import scans every package's entry points; nothing here needs the global propagator
         "opentelemetry.propagate": False,
+        # SnapStart's hooks only when this environment is initialised for a snapshot
+        "snapshot_restore_py": False,
     }
 
 

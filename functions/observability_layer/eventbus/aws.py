@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from observability import snapstart
+
 if TYPE_CHECKING:
     from botocore.config import Config
     from botocore.session import Session
@@ -19,6 +21,13 @@ if TYPE_CHECKING:
 
 _session: Session | None = None
 _lock = threading.Lock()
+_clients: list[Any] = []  # every client made here: their connections are closed before a SnapStart snapshot
+
+
+def _close_connections() -> None:
+    """Before a snapshot: a restored environment must not reuse (or share) a connection made during init."""
+    for made in _clients:
+        made.close()  # botocore opens a new connection on the next call
 
 
 @overload
@@ -41,7 +50,10 @@ def client(service: str, config: Config | None = None) -> Any:
             import botocore.session
 
             _session = botocore.session.get_session()
-        return _session.create_client(service, config=config)
+            snapstart.register(_close_connections, lambda: None)
+        made = _session.create_client(service, config=config)
+        _clients.append(made)
+        return made
 
 
 def fast_config(connect_timeout: float, read_timeout: float, max_attempts: int = 2) -> Config:

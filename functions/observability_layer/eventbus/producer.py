@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from observability import Telemetry
+from observability import Telemetry, snapstart
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -53,6 +53,8 @@ class Delivery:
 
 
 KAFKA_LOGGER = logging.getLogger("eventbus.kafka")
+SNAPSHOT_FLUSH_S = 5.0
+"""Before a snapshot, init's records get this long to be acknowledged (init may take minutes with SnapStart)."""
 NOT_ACKNOWLEDGED = "the broker did not acknowledge the record before the deadline"
 
 
@@ -95,7 +97,25 @@ class EventProducer:
             }
             | (extra_config or {})
         )
+        self._producer: Producer | None = self._create()
+        snapstart.register(self._before_snapshot, self._after_restore)
+
+    def _before_snapshot(self) -> None:
+        """Send what init queued, then let the client go (its connections and threads end with it): a restored
+        environment's connections from the snapshot would be dead, and shared by every environment restored."""
+        if self._producer is not None:
+            self._serve(self._producer.flush, SNAPSHOT_FLUSH_S)
+        self._producer = None  # no client, no thread, no connection in the snapshot
+
+    def _after_restore(self) -> None:
+        """A client of this environment's own, connecting now, while the restore goes on."""
         self._producer = self._create()
+
+    @property
+    def _client(self) -> Producer:
+        if self._producer is None:
+            self._producer = self._create()
+        return self._producer
 
     def _create(self) -> Producer:
         from confluent_kafka import Producer
@@ -130,8 +150,9 @@ class EventProducer:
         if not self._fatal:
             return
         failed, self._producer = self._producer, self._create()
-        with contextlib.suppress(Exception):
-            failed.purge(in_queue=True, in_flight=True, blocking=False)
+        if failed is not None:
+            with contextlib.suppress(Exception):
+                failed.purge(in_queue=True, in_flight=True, blocking=False)
 
     def _broker_status(self, up: int) -> None:
         self._telemetry.metrics.set("kafka_connection_status", up, broker=self.settings.first_broker)
@@ -146,7 +167,7 @@ class EventProducer:
         deduplicate by event source and id. A producer that hit a fatal error is replaced (first, when the
         error came since the last call; at the end, when this send met it, so the next one works).
         """
-        self._serve(self._producer.poll, 0)
+        self._serve(self._client.poll, 0)
         self._replace_if_fatal()
         deadline = time.monotonic() + max(0.0, timeout_s)
         reports: dict[int, tuple[object, object]] = {}
@@ -176,10 +197,10 @@ class EventProducer:
                 *self._telemetry.kafka_headers(trace.set_span_in_context(span)),
             ]
             self._enqueue(record, headers, functools.partial(_remember, reports, index), deadline)
-        fatal = self._serve(self._producer.flush, max(0.0, deadline - time.monotonic()))
+        fatal = self._serve(self._client.flush, max(0.0, deadline - time.monotonic()))
         if len(reports) < len(records) and fatal is None:
-            self._producer.purge(in_queue=True, in_flight=False, blocking=False)
-            fatal = self._serve(self._producer.poll, 0)  # delivery reports of the purged records
+            self._client.purge(in_queue=True, in_flight=False, blocking=False)
+            fatal = self._serve(self._client.poll, 0)  # delivery reports of the purged records
         deliveries = [
             self._finish(record, spans[index], *_report(reports, index, fatal)) for index, record in enumerate(records)
         ]
@@ -195,14 +216,14 @@ class EventProducer:
     ) -> None:
         while True:
             try:
-                self._producer.produce(
+                self._client.produce(
                     record.topic, value=record.value, key=record.key, headers=headers, on_delivery=on_delivery
                 )
             except BufferError:  # the local queue is full: serve delivery reports, then try again
                 if time.monotonic() >= deadline:
                     on_delivery(None, None)
                     return
-                fatal = self._serve(self._producer.poll, 0.01)
+                fatal = self._serve(self._client.poll, 0.01)
                 if fatal is not None:  # this producer can send nothing more: the record never left
                     on_delivery(fatal, None)
                     return
@@ -243,11 +264,11 @@ class EventProducer:
         """How many brokers answered a metadata request within `timeout_s`. Raises when none did, and
         ProducerFailedError when the producer hit a fatal error since its last send (metadata requests still
         work on such a producer, so they alone cannot tell); it is replaced for the next call."""
-        self._serve(self._producer.poll, 0)
+        self._serve(self._client.poll, 0)
         if self._fatal:
             self._replace_if_fatal()
             raise ProducerFailedError("the Kafka producer hit a fatal error and was replaced; retry")
-        metadata = self._producer.list_topics(timeout=timeout_s)
+        metadata = self._client.list_topics(timeout=timeout_s)
         self._broker_status(1 if metadata.brokers else 0)
         return len(metadata.brokers)
 

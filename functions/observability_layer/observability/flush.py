@@ -97,6 +97,11 @@ class Flusher:
         """Add a step; `call(timeout_s)` exports and returns True on success."""
         self._steps.append(_Step(backend, call, _BoundedRunner(backend)))
 
+    def forget_failures(self) -> None:
+        """No backend backs off any more (a restored environment starts with fresh connections)."""
+        for step in self._steps:
+            step.backoff_until = 0.0
+
     @property
     def backends(self) -> tuple[str, ...]:
         return tuple(step.backend for step in self._steps)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
 
+from observability import snapstart
 from observability.config import TelemetrySettings
 from observability.errors import ErrorRecord, new_event_id, scrub, scrub_text
 from observability.flush import FAILURES, Flusher, FlushReport
@@ -381,6 +383,27 @@ class Telemetry:
         closer.start()
         closer.join(max(0.0, deadline - time.monotonic()))
 
+    def before_snapshot(self) -> None:
+        """SnapStart is about to snapshot this environment: send what init recorded (spans, errors) and close the
+        backends' connections, which a restored environment could not use. No push: a group named after the
+        snapshot's environment id would outlive it, and each restored environment pushes under its own."""
+        self._record_flush(self.flusher.flush(SHUTDOWN_BUDGET_S, exclude=("pushgateway",), ignore_backoff=True))
+        self.tracing.disconnect()
+        if self.pushgateway is not None:
+            self.pushgateway.close()
+
+    def after_restore(self) -> None:
+        """This environment was restored from a snapshot that others are restored from too: seed the ids' random
+        source again (OpenTelemetry draws trace and span ids from `random`, whose state is in the snapshot), take a
+        new environment id (its own Pushgateway group), and let every backend be tried afresh."""
+        random.seed()  # from os.urandom
+        self.instance_id = new_instance_id()
+        if self.pushgateway is not None:
+            self.pushgateway.rename(self.instance_id)
+        self.flusher.forget_failures()
+        with self._cold_lock:
+            self._cold_start = True  # this environment's first invocation is its cold start, restored or not
+
     def install_shutdown_hook(self) -> bool:
         """Run `shutdown()` on SIGTERM, then hand over to the previous handler (or exit).
 
@@ -510,6 +533,7 @@ def get_telemetry() -> Telemetry:
             _share_propagator(telemetry)
             if telemetry.settings.aws.function_name and telemetry.settings.aws.execution_env:
                 telemetry.install_shutdown_hook()
+            snapstart.register(telemetry.before_snapshot, telemetry.after_restore)
             _process_telemetry = telemetry
         return _process_telemetry
 

@@ -86,5 +86,9 @@ class PushgatewayExporter:
             handler=self._handler,
         )
 
+    def rename(self, instance: str) -> None:
+        """Push under a new environment id from now on (an environment restored from a SnapStart snapshot)."""
+        self.grouping_key = {**self.grouping_key, "instance": instance}
+
     def close(self) -> None:
         self._connection.close()

@@ -97,6 +97,10 @@ class OtlpHttpSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True  # nothing is buffered here: the processor in front holds the spans
 
+    def disconnect(self) -> None:
+        """Close the kept-alive connection; the next export opens a new one."""
+        self._connection.close()
+
     def shutdown(self) -> None:
         self._shut_down = True
         self._connection.close()

@@ -99,6 +99,12 @@ class Tracing:
         """Spans given up since the last call (retention full, too many attempts), by reason."""
         return self._observed.take_dropped() if self._observed is not None else {}
 
+    def disconnect(self) -> None:
+        """Close the exporter's connection to the collector (before a snapshot); the next export reconnects."""
+        disconnect = getattr(self.otlp_exporter, "disconnect", None)
+        if callable(disconnect):
+            disconnect()
+
     def shutdown(self) -> None:
         """Shut the provider down (Telemetry.shutdown flushes first: that export carries the kept spans too)."""
         self.provider.shutdown()

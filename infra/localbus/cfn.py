@@ -243,9 +243,24 @@ class Evaluator:
             return self.pseudo[name]
         if name in self.parameters:
             return self.parameters[name]
-        if name in (self.template.get("Resources") or {}):
+        resources = self.template.get("Resources") or {}
+        if name in resources:
             return _lookup_physical(self._physical, name)
+        function, _, suffix = name.partition(".")
+        if suffix == "Alias" and function in resources:
+            return self._alias(function)
         raise TemplateError(f"Ref {name}: no such parameter, pseudo parameter or resource")
+
+    def _alias(self, function: str) -> str:
+        """SAM's `Ref Function.Alias`: the function qualified by its AutoPublishAlias (`name:alias`, which Lambda's
+        Invoke takes as a function name)."""
+        properties = self.resource(function).get("Properties") or {}
+        alias = properties.get("AutoPublishAlias")
+        if alias is None:
+            alias = ((self.template.get("Globals") or {}).get("Function") or {}).get("AutoPublishAlias")
+        if alias is None:
+            raise TemplateError(f"Ref {function}.Alias: {function} has no AutoPublishAlias")
+        return f"{_lookup_physical(self._physical, function)}:{_text(self.evaluate(alias), 'AutoPublishAlias')}"
 
     def get_att(self, logical_id: str, attribute: str) -> str:
         self.resource(logical_id)

@@ -47,7 +47,7 @@ def _cdc_mappings(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         name: resource
         for name, resource in template["Resources"].items()
-        if resource["Type"] == MAPPING and resource["Properties"]["FunctionName"] == {"Ref": "CdcFunction"}
+        if resource["Type"] == MAPPING and resource["Properties"]["FunctionName"] == {"Ref": "CdcFunction.Alias"}
     }
 
 
@@ -267,7 +267,7 @@ def test_more_cdc_topics_than_slots_fails_the_deployment(source: str, topics: st
 @pytest.mark.parametrize("name", CDC_MAPPINGS)
 def test_every_cdc_mapping_fails_records_bounded_and_to_the_dlq(name: str):
     properties = _cdc_mappings(load_intrinsics())[name]["Properties"]
-    assert properties["FunctionName"] == {"Ref": "CdcFunction"}
+    assert properties["FunctionName"] == {"Ref": "CdcFunction.Alias"}  # the published version: SnapStart applies
     assert properties["StartingPosition"] == "TRIM_HORIZON"
     assert properties["BatchSize"] == 100
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

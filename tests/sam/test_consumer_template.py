@@ -95,7 +95,8 @@ def _mappings(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         name: resource
         for name, resource in template["Resources"].items()
-        if resource["Type"] == MAPPING and resource["Properties"]["FunctionName"] == {"Ref": "KafkaConsumerFunction"}
+        if resource["Type"] == MAPPING
+        and resource["Properties"]["FunctionName"] == {"Ref": "KafkaConsumerFunction.Alias"}
     }
 
 
@@ -269,7 +270,7 @@ def test_the_trigger_source_creates_one_mapping_per_topic(
 def test_every_mapping_fails_records_bounded_and_to_the_dlq(name: str):
     template = load_intrinsics()
     properties = _mappings(template)[name]["Properties"]
-    assert properties["FunctionName"] == {"Ref": "KafkaConsumerFunction"}
+    assert properties["FunctionName"] == {"Ref": "KafkaConsumerFunction.Alias"}  # the published version
     assert properties["StartingPosition"] == "TRIM_HORIZON"
     assert properties["BatchSize"] == {"Ref": "KafkaBatchSize"}
     assert properties["MaximumBatchingWindowInSeconds"] == {"Ref": "KafkaBatchWindowSeconds"}

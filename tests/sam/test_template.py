@@ -165,3 +165,22 @@ def test_each_function_loads_as_lambda_loads_it(
     assert result.returncode == 0, result.stderr[-3000:]
     response = json.loads(result.stdout.strip().splitlines()[-1])
     assert {key: response.get(key) for key in expected} == expected
+
+
+def test_snapstart_is_one_parameter_and_every_trigger_invokes_the_published_alias():
+    """SnapStart applies to published versions only: SAM publishes one per deployment under FunctionAlias, and the
+    triggers SAM makes (API routes, queues, streams, schedule) and the template's own Kafka mappings invoke it."""
+    template = load_template()
+    parameters = template["Parameters"]
+    assert parameters["SnapStart"]["AllowedValues"] == ["None", "PublishedVersions"]
+    assert parameters["SnapStart"]["Default"] == "None"
+    assert parameters["FunctionAlias"]["Default"] == "live"
+    globals_ = template["Globals"]["Function"]
+    assert globals_["SnapStart"] == {"ApplyOn": "SnapStart"}  # !Ref, read as its argument
+    assert globals_["AutoPublishAlias"] == "FunctionAlias"
+    targets = {
+        resource["Properties"]["FunctionName"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
+    assert targets == {"KafkaConsumerFunction.Alias", "CdcFunction.Alias"}

@@ -179,3 +179,23 @@ class TestProjectTemplate:
         assert [dev.condition(f"HasKafkaTopic{n}") for n in range(2, 7)] == [True, True, False, False, False]
         assert dev.condition("KafkaTriggerIsMisconfigured") is False
         assert dev.condition("HasVpc") is False
+
+
+def test_a_functions_alias_reference_is_the_function_qualified_by_its_auto_published_alias():
+    """SAM's `Ref Function.Alias` (AutoPublishAlias from the function or Globals): `name:alias`, as Invoke takes it."""
+    template = {
+        "Parameters": {"FunctionAlias": {"Type": "String", "Default": "live"}},
+        "Globals": {"Function": {"AutoPublishAlias": {"Ref": "FunctionAlias"}}},
+        "Resources": {
+            "Consumer": {"Type": "AWS::Serverless::Function", "Properties": {}},
+            "Pinned": {"Type": "AWS::Serverless::Function", "Properties": {"AutoPublishAlias": "blue"}},
+            "Bare": {"Type": "AWS::Serverless::Function", "Properties": {}},
+        },
+    }
+    physical = {"Consumer": "bus-Consumer-1", "Pinned": "bus-Pinned-2", "Bare": "bus-Bare-3"}
+    evaluator = Evaluator(template, {}, physical=physical)
+    assert evaluator.evaluate({"Ref": "Consumer.Alias"}) == "bus-Consumer-1:live"
+    assert evaluator.evaluate({"Ref": "Pinned.Alias"}) == "bus-Pinned-2:blue"
+    del template["Globals"]
+    with pytest.raises(TemplateError, match="no AutoPublishAlias"):
+        Evaluator(template, {}, physical=physical).evaluate({"Ref": "Bare.Alias"})

@@ -43,8 +43,9 @@ def test_two_topics_make_exactly_two_mappings_with_their_own_groups():
     first = mappings[0]
     assert first == KafkaMapping(
         logical_id="KafkaConsumerSelfManagedMapping",
-        function_name="event-bus-local-KafkaConsumerFunction-XYZ",
-        function_arn="arn:aws:lambda:us-east-1:000000000000:function:event-bus-local-KafkaConsumerFunction-XYZ",
+        # the mapping invokes the alias SAM publishes (Ref KafkaConsumerFunction.Alias), as on AWS
+        function_name="event-bus-local-KafkaConsumerFunction-XYZ:live",
+        function_arn="arn:aws:lambda:us-east-1:000000000000:function:event-bus-local-KafkaConsumerFunction-XYZ:live",
         function_timeout_s=60.0,
         topic="orders",
         group_id="event-bus-consumer-orders",
@@ -107,7 +108,7 @@ def test_cdc_topics_give_the_cdc_function_its_own_mappings():
         ),
         ("CdcSelfManagedMapping2", "dbserver1.inventory.orders", "event-bus-consumer-cdc-dbserver1.inventory.orders"),
     ]
-    assert {m.function_name for m in cdc} == {"event-bus-local-CdcFunction-XYZ"}
+    assert {m.function_name for m in cdc} == {"event-bus-local-CdcFunction-XYZ:live"}
     assert {(m.batch_size, m.max_retry_attempts, m.max_record_age_s, m.on_failure_destination) for m in cdc} == {
         (100, 1, 600, DLQ_ARN)
     }

@@ -159,7 +159,7 @@ def _function_timeout(evaluator: Evaluator, function_name: object) -> float:
     """The function's Timeout (its own, else the template's Globals), which bounds how long an invoke waits."""
     if isinstance(function_name, dict) and set(function_name) == {"Ref"}:
         resources = evaluator.template.get("Resources") or {}
-        function = resources.get(str(function_name["Ref"])) or {}
+        function = resources.get(str(function_name["Ref"]).removesuffix(".Alias")) or {}
         if "Timeout" in (function.get("Properties") or {}):
             return float(evaluator.evaluate(function["Properties"]["Timeout"]))
     globals_timeout = ((evaluator.template.get("Globals") or {}).get("Function") or {}).get("Timeout")

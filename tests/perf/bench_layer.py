@@ -256,6 +256,42 @@ def function_env(servers: LocalServers, aws: AwsResources) -> Callable[[str], di
     return lambda code_uri: {**common, **own[code_uri]}
 
 
+def restore_table(restored: cold_start.RestoreResult, cold: Mapping[str, ColdResult]) -> str:
+    ingest = cold["ingest"]
+    headers = ["IngestFunction", "init or restore ms", "1st call ms", "2nd call ms", "to 1st response ms", "vs cold"]
+    rows = [
+        [
+            "cold start (init)",
+            fmt(ingest.init),
+            fmt(ingest.first),
+            fmt(ingest.second),
+            fmt(ingest.to_first_response),
+            "1.00x",
+        ]
+    ]
+    if restored.error:
+        rows.append(["restored from a snapshot", "failed", "", "", "", ""])
+    else:
+        median = statistics.median
+        rows.append(
+            [
+                "restored from a snapshot",
+                fmt(median(restored.restore_ms) if restored.restore_ms else None),
+                fmt(median(restored.first_ms) if restored.first_ms else None),
+                fmt(median(restored.second_ms) if restored.second_ms else None),
+                fmt(restored.to_first_response),
+                fmt_ratio(restored.to_first_response, ingest.to_first_response),
+            ]
+        )
+    notes = [
+        "SnapStart emulated (localbus.snapstart): init once, the before-snapshot hooks, then a fork per restored",
+        "environment, which runs the after-restore hooks (new ids, a new producer connecting) and takes two requests;",
+        "Lambda's own restore (loading the snapshot's memory) is not in these figures, only what the layer adds.",
+        *([f"restore: {restored.error}"] if restored.error else []),
+    ]
+    return render_table("1b. SnapStart: a restored environment against a cold start", headers, rows, notes)
+
+
 def measure_cold_starts(settings: Settings, servers: LocalServers, aws: AwsResources) -> dict[str, ColdResult]:
     all_cases = cold_start.cases(function_env(servers, aws), telemetry_env(servers))
     return cold_start.measure(all_cases, settings.cold_runs, clean_env(), missing_modules)
@@ -1006,6 +1042,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             aws = create_resources(servers.moto.url, servers.tansu.url.removeprefix("tcp://"))
             cold = measure_cold_starts(settings, servers, aws)
             show(cold_start_table(cold, settings))
+            restored = cold_start.measure_restores(
+                settings.cold_runs, clean_env(), function_env(servers, aws)("ingest")
+            )
+            show(restore_table(restored, cold))
             invocations = [
                 run_invocation_case(case, settings.invocations, settings.warmup, work_dir) for case in INVOCATION_CASES
             ]

@@ -291,3 +291,39 @@ def measure(
             result.hwm_kib.append(int(data["hwm"]))  # type: ignore[call-overload]
             result.answer = str(data["answer"])
     return results
+
+
+@dataclass
+class RestoreResult:
+    """IngestFunction restored from a snapshot (localbus.snapstart): the after-restore hooks and two requests."""
+
+    restore_ms: list[float] = field(default_factory=list)
+    first_ms: list[float] = field(default_factory=list)
+    second_ms: list[float] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def to_first_response(self) -> float | None:
+        if not self.first_ms:
+            return None
+        return statistics.median(r + f for r, f in zip(self.restore_ms, self.first_ms, strict=True))
+
+
+def measure_restores(runs: int, base_env: Mapping[str, str], function_env: Mapping[str, str]) -> RestoreResult:
+    """`runs` snapshots of IngestFunction, each restored once and sent two requests (one discarded run first)."""
+    import cold_requests
+    from localbus.snapstart import SnapshotError, restore
+
+    result = RestoreResult()
+    for run in range(runs + 1):
+        requests = [[cold_requests.http_request(), cold_requests.http_request()]]
+        try:
+            (restored,) = restore(ROOT / "functions" / "ingest", "app.handler", {**base_env, **function_env}, requests)
+        except SnapshotError as error:
+            result.error = str(error)[:200]
+            return result
+        if run:
+            result.restore_ms.append(restored.restore_ms)
+            result.first_ms.append(float(restored.calls[0]["ms"]))
+            result.second_ms.append(float(restored.calls[1]["ms"]))
+    return result

@@ -9,6 +9,7 @@ credentials of the environment exactly as boto3's do.
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from observability import snapstart
@@ -21,12 +22,14 @@ if TYPE_CHECKING:
 
 _session: Session | None = None
 _lock = threading.Lock()
-_clients: list[Any] = []  # every client made here: their connections are closed before a SnapStart snapshot
+# every live client made here: their connections are closed before a SnapStart snapshot (weakly held: a client
+# dropped by its owner is not kept alive for this)
+_clients: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _close_connections() -> None:
     """Before a snapshot: a restored environment must not reuse (or share) a connection made during init."""
-    for made in _clients:
+    for made in list(_clients):
         made.close()  # botocore opens a new connection on the next call
 
 
@@ -52,7 +55,7 @@ def client(service: str, config: Config | None = None) -> Any:
             _session = botocore.session.get_session()
             snapstart.register(_close_connections, lambda: None)
         made = _session.create_client(service, config=config)
-        _clients.append(made)
+        _clients.add(made)
         return made
 
 

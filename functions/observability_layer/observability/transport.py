@@ -75,12 +75,16 @@ class KeepAliveConnection:
             try:
                 return self._send(method, path, headers, body, timeout)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.close()
+                self._close()
                 if not reused:
                     raise
-                return self._send(method, path, headers, body, timeout)  # the server closed an idle connection
+                try:  # the server closed an idle connection: once more, on a new one
+                    return self._send(method, path, headers, body, timeout)
+                except BaseException:
+                    self._close()
+                    raise
             except BaseException:
-                self.close()
+                self._close()
                 raise
         finally:
             self._lock.release()
@@ -89,7 +93,7 @@ class KeepAliveConnection:
         self, method: str, path: str, headers: Mapping[str, str], body: bytes, timeout: float | None
     ) -> tuple[int, bytes]:
         if self._connection is not None and time.monotonic() - self._last_used > MAX_IDLE_S:
-            self.close()
+            self._close()
         if self._connection is None:
             self._connection = self._open(timeout)
             self.opened += 1
@@ -105,10 +109,19 @@ class KeepAliveConnection:
         answer = response.read()
         self._last_used = time.monotonic()
         if response.will_close:
-            self.close()
+            self._close()
         return response.status, answer
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 1.0) -> None:
+        """Close the connection, after the request in flight if there is one (waiting at most `wait_s`)."""
+        acquired = self._lock.acquire(timeout=wait_s)
+        try:
+            self._close()
+        finally:
+            if acquired:
+                self._lock.release()
+
+    def _close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None

@@ -58,7 +58,7 @@ def test_a_backend_that_went_away_and_came_back_is_reached_on_the_next_request()
     connection = KeepAliveConnection("http", "127.0.0.1", port)
     with server(port):
         assert connection.request("POST", "/x", {}, b"1", 2.0) == (200, b"ok")
-    with pytest.raises(OSError):  # the kept connection is closed by the server, the retry refused
+    with pytest.raises(ConnectionRefusedError):  # the kept connection was closed by the server, the retry refused
         connection.request("POST", "/x", {}, b"2", 2.0)
     with server(port):
         assert connection.request("POST", "/x", {}, b"3", 2.0) == (200, b"ok")

@@ -25,6 +25,9 @@ def _number(text: object) -> int | float | str:
         value = _NUMBERS.create_decimal(text)
     except (ArithmeticError, ValueError) as error:
         raise ValueError(f"{text[:40]!r} is not a DynamoDB number ({type(error).__name__})") from None
+    # DynamoDB's range: magnitudes from 1E-130 to under 1E+126, or zero; no infinities, no NaN
+    if not value.is_finite() or (value and not -130 <= value.adjusted() <= 125):
+        raise ValueError(f"{text[:40]!r} is not a DynamoDB number (outside its range)")
     if value == value.to_integral_value():
         return int(value)
     as_float = float(value)
@@ -89,7 +92,7 @@ def _image(image: object, what: str) -> dict[str, Any] | None:
         raise UndecodableChangeError(f"{what} is not a DynamoDB item")
     try:
         return {name: _plain(value) for name, value in image.items()}
-    except (TypeError, ValueError, KeyError, binascii.Error) as error:
+    except (TypeError, ValueError, KeyError, ArithmeticError, binascii.Error) as error:
         raise UndecodableChangeError(f"{what} does not deserialize: {error}") from None
 
 

@@ -3,14 +3,17 @@ parent/child relations and batch links."""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import threading
+import zlib
 from typing import ClassVar
 
 import pytest
 from localbus.context import LambdaContext
 from observability.tracing import links_for
 from observability.tracing.otlp_http import OtlpHttpSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import SpanKind
 from support.events import load_event
 
@@ -137,10 +140,12 @@ class _Collector(http.server.BaseHTTPRequestHandler):
 
     statuses: ClassVar[list[int]] = []
     received: ClassVar[list[dict[str, str]]] = []
+    bodies: ClassVar[list[bytes]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append({**dict(self.headers.items()), "bytes": str(len(body))})
+        type(self).bodies.append(body)
         self.send_response(type(self).statuses.pop(0))
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -174,3 +179,31 @@ def test_an_error_answer_fails_the_export_and_the_spans_go_with_the_next_one(mak
     assert first["Content-Type"] == "application/x-protobuf"
     assert first["x-api-key"] == "secret"
     assert int(second["bytes"]) > int(first["bytes"])  # the kept span went out with the new one
+
+
+def test_credentials_in_the_endpoint_are_basic_auth_and_deflate_is_honoured(make_telemetry):
+    """As the SDK's requests-based exporter did: user info in the URL becomes basic auth (and never reaches a log
+    line), OTEL_EXPORTER_OTLP_COMPRESSION=deflate compresses each request."""
+    _Collector.statuses[:] = [200]
+    _Collector.received.clear()
+    _Collector.bodies.clear()
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        telemetry = make_telemetry(
+            OTEL_TRACES_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://bus:p%40ss@127.0.0.1:{collector.server_port}/v1/traces",
+            OTEL_EXPORTER_OTLP_COMPRESSION="deflate",
+            TELEMETRY_FLUSH_TIMEOUT_MS="2000",
+        )
+        handler = telemetry.http_handler(lambda event, context: {"statusCode": 202, "body": "{}"})
+        handler(load_event("apigw_rest_post_events"), LambdaContext())
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    (headers,) = _Collector.received
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"bus:p@ss").decode()
+    assert headers["Content-Encoding"] == "deflate"
+    request = ExportTraceServiceRequest.FromString(zlib.decompress(_Collector.bodies[0]))
+    assert [span.name for span in request.resource_spans[0].scope_spans[0].spans] == ["POST /events"]
+    assert "p%40ss" not in telemetry.tracing.otlp_exporter.endpoint

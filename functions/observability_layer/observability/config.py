@@ -22,7 +22,7 @@ TRACES_EXPORTERS = ("otlp", "console", "none")
 # auto: after the response when running in Lambda (an internal extension), else inline
 FLUSH_MODES = ("auto", "inline", "after_response")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
-OTLP_COMPRESSIONS = ("none", "gzip")
+OTLP_COMPRESSIONS = ("none", "gzip", "deflate")
 SAMPLERS = (
     "always_on",
     "always_off",

@@ -10,16 +10,19 @@ off a failing backend (observability.flush).
 
 from __future__ import annotations
 
+import base64
 import gzip
 import logging
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from observability.config import redact_userinfo
 from observability.transport import KeepAliveConnection
 
 if TYPE_CHECKING:
@@ -28,6 +31,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROTOBUF = "application/x-protobuf"
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": lambda body: gzip.compress(body, compresslevel=6),
+    "deflate": zlib.compress,
+}
 
 
 def tls_context(ca_file: str | None, client_certificate: str | None, client_key: str | None) -> ssl.SSLContext | None:
@@ -55,14 +62,20 @@ class OtlpHttpSpanExporter(SpanExporter):
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(endpoint)
-        self.endpoint = endpoint
+        self.endpoint = redact_userinfo(endpoint)  # what logs show
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._timeout_s = timeout_s
-        self._gzip = compression == "gzip"
+        self._compression = compression
         self._headers = {"Content-Type": PROTOBUF, "User-Agent": "eventbus-observability", **(headers or {})}
-        if self._gzip:
-            self._headers["Content-Encoding"] = "gzip"
-        self._connection = KeepAliveConnection.for_url(endpoint, ssl_context=ssl_context)
+        if compression in COMPRESSORS:
+            self._headers["Content-Encoding"] = compression
+        authorization = None
+        if parts.username is not None:  # credentials in the URL become basic auth, as requests made them
+            token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+            authorization = f"Basic {token}"
+        self._connection = KeepAliveConnection(
+            parts.scheme, parts.hostname or "", parts.port, authorization=authorization, ssl_context=ssl_context
+        )
         self._shut_down = False
         self.bytes_sent = 0
         self.spans_sent = 0
@@ -73,8 +86,9 @@ class OtlpHttpSpanExporter(SpanExporter):
         if not spans:
             return SpanExportResult.SUCCESS
         body = encode_spans(spans).SerializeToString()
-        if self._gzip:
-            body = gzip.compress(body, compresslevel=6)
+        compress = COMPRESSORS.get(self._compression)
+        if compress is not None:
+            body = compress(body)
         try:
             status, answer = self._connection.request("POST", self._path, self._headers, body, self._timeout_s)
         except OSError as error:  # refused, reset, timed out, busy; http.client's errors are OSErrors or below
@@ -83,8 +97,9 @@ class OtlpHttpSpanExporter(SpanExporter):
         except Exception as error:  # http.client.HTTPException: a malformed answer
             logger.debug("OTLP export to %s failed: %s", self.endpoint, error)
             return SpanExportResult.FAILURE
-        if not 200 <= status < 300:
-            logger.debug("OTLP export to %s answered HTTP %s: %r", self.endpoint, status, answer[:200])
+        if not 200 <= status < 300:  # a redirect too: a collector's endpoint is configured, not discovered
+            # the flush backs off this backend after a failure: at most one line per back-off period
+            logger.warning("OTLP export to %s answered HTTP %s: %r", self.endpoint, status, answer[:200])
             return SpanExportResult.FAILURE
         self.bytes_sent += len(body)
         self.spans_sent += len(spans)

@@ -4,9 +4,11 @@ Lambda's SnapStart snapshots a microVM's memory after init and resumes copies of
 it loads the function as Lambda does (its CodeUri and the layer on the path, `AWS_LAMBDA_INITIALIZATION_TYPE` set to
 `snap-start`), runs the runtime's before-snapshot hooks with AWS's own runner (awslambdaric's), then forks once per
 restored environment. Each fork runs the after-restore hooks, as the runtime does after `restore/next`, and then
-calls the handler with its own events. What the fork shares with its siblings is exactly what a snapshot shares:
-everything init left in memory, the random state included. Unlike Lambda, threads other than the forking one do not
-survive a fork, which is stricter, not looser: a client that kept a thread across the snapshot breaks here.
+calls the handler with its own events. The forks share what init left in memory, as restored environments do; two
+things a fork does that a snapshot does not are undone or avoided: CPython reseeds `random` in a forked child (the
+snapshot's random state is put back before the hooks run), and OpenTelemetry's span processor empties its queue
+after a fork (the before-snapshot hook has exported it by then). Threads other than the forking one do not survive
+a fork, while a snapshot keeps them: a client that kept a thread across the snapshot breaks here, not in Lambda.
 
     results = restore(code_uri, "app.handler", environment, [[event_a], [event_b]])
 
@@ -52,6 +54,8 @@ class Context:
     def get_remaining_time_in_millis(self):
         return 30_000
 
+import random
+snapshot_random = random.getstate()  # os.fork() reseeds `random` in the child; a snapshot does not
 children = []
 for index, events in enumerate(plan["environments"]):
     pid = os.fork()
@@ -61,6 +65,7 @@ for index, events in enumerate(plan["environments"]):
     code = 0
     try:
         forked = time.perf_counter()
+        random.setstate(snapshot_random)
         hooks.run_after_restore()
         restore_ms = (time.perf_counter() - forked) * 1000
         handler = getattr(module, handler_name)

@@ -107,12 +107,19 @@ class Flusher:
         return tuple(step.backend for step in self._steps)
 
     def flush(
-        self, available_s: float | None = None, *, exclude: Collection[str] = (), ignore_backoff: bool = False
+        self,
+        available_s: float | None = None,
+        *,
+        exclude: Collection[str] = (),
+        ignore_backoff: bool = False,
+        budget_s: float | None = None,
     ) -> FlushReport:
         """Run every step (but the excluded backends) within min(budget, available_s) seconds, in order;
-        backends that back off are skipped unless `ignore_backoff` (the last flush of an environment)."""
+        backends that back off are skipped unless `ignore_backoff` (the last flush of an environment). `budget_s`
+        replaces the invocation budget (a flush outside any invocation: before a SnapStart snapshot)."""
         started = self.clock()
-        budget = self.budget_s if available_s is None else max(0.0, min(self.budget_s, available_s))
+        limit = self.budget_s if budget_s is None else budget_s
+        budget = limit if available_s is None else max(0.0, min(limit, available_s))
         deadline = started + budget
         results: list[StepResult] = []
         steps = [step for step in self._steps if step.backend not in exclude]

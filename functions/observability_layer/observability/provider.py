@@ -51,6 +51,9 @@ EVENT_ID_ATTRIBUTE = "__eventbus_event_id__"
 RESPONSE_MARGIN_S = 0.05
 """Time kept back from the invocation's remaining time for returning the response."""
 
+SNAPSHOT_FLUSH_S = 5.0
+"""What init's telemetry gets to be exported before a SnapStart snapshot."""
+
 SHUTDOWN_BUDGET_S = 0.4
 """Lambda's shutdown phase lasts 500 ms when only internal extensions are registered."""
 
@@ -387,7 +390,13 @@ class Telemetry:
         """SnapStart is about to snapshot this environment: send what init recorded (spans, errors) and close the
         backends' connections, which a restored environment could not use. No push: a group named after the
         snapshot's environment id would outlive it, and each restored environment pushes under its own."""
-        self._record_flush(self.flusher.flush(SHUTDOWN_BUDGET_S, exclude=("pushgateway",), ignore_backoff=True))
+        # init may take minutes under SnapStart: a collector far away gets more than an invocation's budget. The
+        # outcome is not counted: counters in the snapshot would be pushed by every environment restored from it.
+        report = self.flusher.flush(exclude=("pushgateway",), ignore_backoff=True, budget_s=SNAPSHOT_FLUSH_S)
+        lost = self.tracing.discard_kept()
+        if lost or not report.ok:
+            outcomes = ", ".join(f"{result.backend} {result.outcome}" for result in report.results)
+            self.logger.warning("before the snapshot: %d spans of init not exported (%s)", lost, outcomes)
         self.tracing.disconnect()
         if self.pushgateway is not None:
             self.pushgateway.close()

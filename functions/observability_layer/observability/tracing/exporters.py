@@ -105,6 +105,13 @@ class ObservedSpanExporter(SpanExporter):
                 self._kept_bytes -= self._kept.popleft().size
                 self._dropped["retention_full"] += 1
 
+    def discard_kept(self) -> int:
+        """Forget the spans failed exports kept, uncounted (before a snapshot: every environment restored from it
+        would send them again); returns how many."""
+        with self._lock:
+            count, self._kept, self._kept_bytes = len(self._kept), deque(), 0
+        return count
+
     @property
     def delegate(self) -> SpanExporter:
         return self._delegate

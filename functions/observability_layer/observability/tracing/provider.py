@@ -99,6 +99,10 @@ class Tracing:
         """Spans given up since the last call (retention full, too many attempts), by reason."""
         return self._observed.take_dropped() if self._observed is not None else {}
 
+    def discard_kept(self) -> int:
+        """Forget the spans kept from failed exports (see ObservedSpanExporter.discard_kept)."""
+        return self._observed.discard_kept() if self._observed is not None else 0
+
     def disconnect(self) -> None:
         """Close the exporter's connection to the collector (before a snapshot); the next export reconnects."""
         disconnect = getattr(self.otlp_exporter, "disconnect", None)

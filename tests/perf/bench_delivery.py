@@ -13,8 +13,8 @@ in order; a run that breaks either is reported as broken, not timed.
   The moto figure is reported beside it.
 - The webhook is a threaded HTTP/1.1 server (keep-alive) that sleeps 5 ms per request.
 - Also: the per-record cost of a batch whose records match no subscription, with its spans sampled, not
-  sampled (`OTEL_TRACES_SAMPLER=always_off`) and with OpenTelemetry's SDK disabled (`OTEL_SDK_DISABLED`):
-  what tracing costs a record, the layer's metrics included in all three.
+  sampled (`OTEL_TRACES_SAMPLER=always_off`) and with telemetry off (`OTEL_SDK_DISABLED`: no spans, no
+  metrics): what the layer costs a record.
 
 Runs alternate between the cases (baseline, engine, baseline, ...); the table gives medians and the ratio.
 The baseline is the commit named by --baseline (default: the last one before the engine), checked out in a
@@ -47,7 +47,7 @@ RECORDS, KEYS, WEBHOOK_MS = 1000, 100, 5
 NO_MATCH_CASES: dict[str, dict[str, str]] = {
     "engine, no match": {},
     "engine, no match, spans not sampled": {"OTEL_TRACES_SAMPLER": "always_off"},
-    "engine, no match, tracing off (OTEL_SDK_DISABLED)": {"OTEL_SDK_DISABLED": "true"},
+    "engine, no match, telemetry off (OTEL_SDK_DISABLED)": {"OTEL_SDK_DISABLED": "true"},
 }
 
 

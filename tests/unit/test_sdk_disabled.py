@@ -9,6 +9,8 @@ from observability import Telemetry, TelemetrySettings
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.events import load_event
 
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
 
 def telemetry(**environ: str) -> tuple[Telemetry, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
@@ -47,6 +49,23 @@ def test_an_error_is_still_answered_with_its_event_id_when_telemetry_is_off():
     response = handler(load_event("apigw_rest_post_events"), LambdaContext())
     assert response["statusCode"] == 500
     assert "event_id" in response["body"]
+
+
+def test_a_trace_goes_on_through_a_function_with_telemetry_off():
+    """Nothing is recorded, but the caller's trace context reaches what the function sends on."""
+    off, _ = telemetry(OTEL_SDK_DISABLED="true")
+    sent: list[dict[str, str]] = []
+
+    @off.http_handler
+    def handler(event, context):
+        with off.span("produce"):
+            sent.append({key: value.decode() for key, value in off.kafka_headers()})
+        return {"statusCode": 202, "body": "{}"}
+
+    event = load_event("apigw_rest_post_events")
+    event["headers"]["traceparent"] = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+    handler(event, LambdaContext())
+    assert sent[0]["traceparent"].split("-")[1] == TRACE_ID
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ class Tracing:
         self._batch: BatchSpanProcessor | None = None
         self.tracer: trace.Tracer
         if settings.disabled:  # OTEL_SDK_DISABLED: spans are non-recording, nothing is queued or exported
-            self.tracer = trace.NoOpTracer()
+            self.tracer = _PassThroughTracer()
             return
         if "console" in settings.traces_exporters:
             self.provider.add_span_processor(SimpleSpanProcessor(create_console_exporter()))
@@ -156,6 +156,21 @@ class Tracing:
 
     def kafka_headers(self, context: Context | None = None) -> list[tuple[str, bytes]]:
         return propagation.kafka_headers(self.propagator, context)
+
+
+class _PassThroughTracer(trace.NoOpTracer):
+    """Telemetry off: spans record nothing, but a span started under a parent carries the parent's context, so a
+    trace that reaches this function goes on downstream (the traceparent of Kafka records and webhook calls)."""
+
+    def start_span(self, name: str, context: Context | None = None, *args: object, **kwargs: object) -> Span:
+        return trace.NonRecordingSpan(trace.get_current_span(context).get_span_context())
+
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self, name: str, context: Context | None = None, *args: object, **kwargs: object
+    ) -> Iterator[Span]:
+        with trace.use_span(self.start_span(name, context), end_on_exit=True) as span:
+            yield span
 
 
 def current_ids() -> tuple[str | None, str | None]:

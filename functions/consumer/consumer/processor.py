@@ -131,49 +131,51 @@ class Processor:
         in_batch: set[tuple[str, str, str]] = set()  # (subscription, source, id) of the deliveries so far
         tracer = self.telemetry.tracing.tracer
         measures = _RecordMeasures(self.telemetry.metrics)
-        for record, producer_context in zip(records, producer_contexts, strict=True):
-            item = _Record(_position(record))
-            batch.append(item)
-            try:
-                raw = read_record(record)
-                event = to_cloud_event(
-                    raw, max_bytes=self.settings.max_record_bytes, plain_event_type=self.settings.default_event_type
-                )
-            except PoisonRecordError as poison:
-                item.unsettled = not self._poison(record, poison)
-                continue
-            measures.add(raw)
-            if event is None:
-                continue  # a tombstone: nothing to deliver
-            item.raw = raw
-            item.labels = {"event_type": event.get_type(), "topic": raw.topic, "source": event.get_source()}
-            item.span = tracer.start_span(
-                f"process {event.get_type()}",
-                context=producer_context,
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "cloudevents.event_type": event.get_type(),
-                    "cloudevents.event_source": event.get_source(),
-                    "messaging.system": "kafka",
-                    "messaging.destination.name": raw.topic,
-                    "messaging.destination.partition.id": str(raw.partition),
-                    "messaging.kafka.offset": raw.offset,
-                    "messaging.message.id": event.get_id(),
-                },
-            )
-            item.outcomes = []
-            parent = trace.set_span_in_context(item.span)
-            for subscription in matching(self.settings.subscriptions, event):
-                delivery = Delivery(subscription, raw, event, parent)
-                copy = (subscription.name, event.get_source(), event.get_id())
-                if copy in in_batch:  # the same event twice in the batch (a producer's retry): one delivery
-                    item.outcomes.append(Outcome.DUPLICATE)
-                    self.settler.count(delivery, Outcome.DUPLICATE, 0.0)
+        try:
+            for record, producer_context in zip(records, producer_contexts, strict=True):
+                item = _Record(_position(record))
+                batch.append(item)
+                try:
+                    raw = read_record(record)
+                    event = to_cloud_event(
+                        raw, max_bytes=self.settings.max_record_bytes, plain_event_type=self.settings.default_event_type
+                    )
+                except PoisonRecordError as poison:
+                    item.unsettled = not self._poison(record, poison)
                     continue
-                in_batch.add(copy)
-                deliveries.append(delivery)
-                owner[id(delivery)] = item
-        measures.done()
+                measures.add(raw)
+                if event is None:
+                    continue  # a tombstone: nothing to deliver
+                item.raw = raw
+                item.labels = {"event_type": event.get_type(), "topic": raw.topic, "source": event.get_source()}
+                item.span = tracer.start_span(
+                    f"process {event.get_type()}",
+                    context=producer_context,
+                    kind=SpanKind.CONSUMER,
+                    attributes={
+                        "cloudevents.event_type": event.get_type(),
+                        "cloudevents.event_source": event.get_source(),
+                        "messaging.system": "kafka",
+                        "messaging.destination.name": raw.topic,
+                        "messaging.destination.partition.id": str(raw.partition),
+                        "messaging.kafka.offset": raw.offset,
+                        "messaging.message.id": event.get_id(),
+                    },
+                )
+                item.outcomes = []
+                parent = trace.set_span_in_context(item.span)
+                for subscription in matching(self.settings.subscriptions, event):
+                    delivery = Delivery(subscription, raw, event, parent)
+                    copy = (subscription.name, event.get_source(), event.get_id())
+                    if copy in in_batch:  # the same event twice in the batch (a producer's retry): one delivery
+                        item.outcomes.append(Outcome.DUPLICATE)
+                        self.settler.count(delivery, Outcome.DUPLICATE, 0.0)
+                        continue
+                    in_batch.add(copy)
+                    deliveries.append(delivery)
+                    owner[id(delivery)] = item
+        finally:  # what was read is counted, even if the batch then fails
+            measures.done()
         started = time.perf_counter()
         waiting, held = self._waiting_lanes(deliveries)
         attempts = self.engine.run(

@@ -24,6 +24,7 @@ LAYER = ROOT / "functions" / "observability_layer"
 CLOSED_SENTRY_DSN = "http://k@127.0.0.1:9/1"
 """Port 9 (discard) has no listener here: sentry-sdk's transport fails fast and nothing leaves the host."""
 OTEL_HANDLER_MODULE = "bench_otel_fn"
+FUNCTIONS = ("ingest", "consumer", "cdc")
 
 HARNESS = """
 import json, os, time

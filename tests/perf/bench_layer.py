@@ -32,6 +32,7 @@ from pathlib import Path
 import cold_start
 import per_record
 from bench_env import ROOT, Settings, clean_env, missing_modules
+from bench_goals import DOCS_PAGE, goals, goals_table, write_docs
 from bench_servers import (
     AwsResources,
     LocalServers,
@@ -42,11 +43,10 @@ from bench_servers import (
     local_servers,
     telemetry_env,
 )
+from bench_tables import fmt, fmt_ratio, render_table, status_cell, status_notes
 from cold_start import ColdResult
-from goals import DOCS_PAGE, goals, goals_table, write_docs
 from invocations import INVOCATION_CASES, InvocationCase, InvocationResult, invocation_table, run_invocation_case
 from per_record import RecordResult
-from tables import fmt, fmt_ratio, render_table, status_cell, status_notes
 
 # section 1: cold start (tests/perf/cold_start.py runs the children)
 

@@ -29,7 +29,7 @@ from bench_env import (
     clean_env,
     missing_modules,
 )
-from tables import fmt, fmt_ratio, percentile, render_table, status_cell, status_notes
+from bench_tables import fmt, fmt_ratio, percentile, render_table, status_cell, status_notes
 
 
 class FakeLambdaContext:

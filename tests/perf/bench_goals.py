@@ -14,9 +14,9 @@ from typing import Any
 import budgets
 import per_record
 from bench_env import ROOT, Settings
+from bench_tables import fmt, render_table
 from cold_start import FUNCTIONS, ColdResult
 from per_record import RecordResult
-from tables import fmt, render_table
 
 
 @dataclass(frozen=True)

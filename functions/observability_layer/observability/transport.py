@@ -8,12 +8,13 @@ loads it anyway, where `requests` costs ~45 ms and ~7 MiB of cold start. An SSL 
 
 from __future__ import annotations
 
+import base64
 import http.client
 import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
     import ssl
@@ -50,9 +51,15 @@ class KeepAliveConnection:
         self.opened = 0
 
     @classmethod
-    def for_url(cls, url: str, **options: object) -> KeepAliveConnection:
+    def for_url(cls, url: str, *, ssl_context: ssl.SSLContext | None = None) -> KeepAliveConnection:
+        """A connection to the URL's host; credentials in the URL (`https://user:pass@host`, percent-decoded)
+        become basic auth on every request."""
         parts = urlsplit(url)
-        return cls(parts.scheme, parts.hostname or "", parts.port, **options)  # type: ignore[arg-type]
+        authorization = None
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            authorization = f"Basic {base64.b64encode(credentials.encode()).decode()}"
+        return cls(parts.scheme, parts.hostname or "", parts.port, authorization=authorization, ssl_context=ssl_context)
 
     def _open(self, timeout: float | None) -> http.client.HTTPConnection:
         if self._scheme == "https":

@@ -13,7 +13,6 @@ new urllib opener per push, which creates an SSL context (loading the CA bundle:
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -44,10 +43,6 @@ class PushgatewayExporter:
         registry: CollectorRegistry,
     ) -> None:
         parts = urlsplit(url)
-        authorization = None
-        if parts.username is not None:  # credentials in the URL become basic auth
-            token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
-            authorization = f"Basic {token}"
         netloc = parts.hostname or ""
         if parts.port:
             netloc += f":{parts.port}"
@@ -55,9 +50,7 @@ class PushgatewayExporter:
         self.job = job
         self.grouping_key = {"function_name": function_name, "instance": instance}
         self._registry = registry
-        self._connection = KeepAliveConnection(
-            parts.scheme, parts.hostname or "", parts.port, authorization=authorization
-        )
+        self._connection = KeepAliveConnection.for_url(url)  # credentials in the URL become basic auth
 
     def _handler(
         self, url: str, method: str, timeout: float | None, headers: Sequence[tuple[str, str]], data: bytes

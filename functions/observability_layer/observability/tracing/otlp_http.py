@@ -10,13 +10,12 @@ off a failing backend (observability.flush).
 
 from __future__ import annotations
 
-import base64
 import gzip
 import logging
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
@@ -69,13 +68,8 @@ class OtlpHttpSpanExporter(SpanExporter):
         self._headers = {"Content-Type": PROTOBUF, "User-Agent": "eventbus-observability", **(headers or {})}
         if compression in COMPRESSORS:
             self._headers["Content-Encoding"] = compression
-        authorization = None
-        if parts.username is not None:  # credentials in the URL become basic auth, as requests made them
-            token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
-            authorization = f"Basic {token}"
-        self._connection = KeepAliveConnection(
-            parts.scheme, parts.hostname or "", parts.port, authorization=authorization, ssl_context=ssl_context
-        )
+        # credentials in the URL become basic auth, as requests made them
+        self._connection = KeepAliveConnection.for_url(endpoint, ssl_context=ssl_context)
         self._shut_down = False
         self.bytes_sent = 0
         self.spans_sent = 0

@@ -4,9 +4,11 @@ parent/child relations and batch links."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import threading
 import zlib
+from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
@@ -154,15 +156,26 @@ class _Collector(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_an_error_answer_fails_the_export_and_the_spans_go_with_the_next_one(make_telemetry, service_name):
-    _Collector.statuses[:] = [503, 200]
+@contextlib.contextmanager
+def collector(*statuses: int) -> Iterator[int]:
+    """A _Collector answering `statuses` in turn, on a free port (yielded) until the block ends."""
+    _Collector.statuses[:] = list(statuses)
     _Collector.received.clear()
-    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    _Collector.bodies.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_error_answer_fails_the_export_and_the_spans_go_with_the_next_one(make_telemetry, service_name):
+    with collector(503, 200) as port:
         telemetry = make_telemetry(
             OTEL_TRACES_EXPORTER="otlp",
-            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{collector.server_port}/v1/traces",
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{port}/v1/traces",
             OTEL_EXPORTER_OTLP_HEADERS="x-api-key=secret",
             TELEMETRY_FLUSH_TIMEOUT_MS="2000",
             TELEMETRY_BACKOFF_SECONDS="0",
@@ -172,9 +185,6 @@ def test_an_error_answer_fails_the_export_and_the_spans_go_with_the_next_one(mak
         assert telemetry.tracing.kept_spans == 1  # the 503: kept, not lost
         handler(load_event("apigw_rest_post_events"), LambdaContext())
         assert telemetry.tracing.kept_spans == 0
-    finally:
-        collector.shutdown()
-        collector.server_close()
     first, second = _Collector.received
     assert first["Content-Type"] == "application/x-protobuf"
     assert first["x-api-key"] == "secret"
@@ -184,23 +194,15 @@ def test_an_error_answer_fails_the_export_and_the_spans_go_with_the_next_one(mak
 def test_credentials_in_the_endpoint_are_basic_auth_and_deflate_is_honoured(make_telemetry):
     """As the SDK's requests-based exporter did: user info in the URL becomes basic auth (and never reaches a log
     line), OTEL_EXPORTER_OTLP_COMPRESSION=deflate compresses each request."""
-    _Collector.statuses[:] = [200]
-    _Collector.received.clear()
-    _Collector.bodies.clear()
-    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
-    try:
+    with collector(200) as port:
         telemetry = make_telemetry(
             OTEL_TRACES_EXPORTER="otlp",
-            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://bus:p%40ss@127.0.0.1:{collector.server_port}/v1/traces",
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://bus:p%40ss@127.0.0.1:{port}/v1/traces",
             OTEL_EXPORTER_OTLP_COMPRESSION="deflate",
             TELEMETRY_FLUSH_TIMEOUT_MS="2000",
         )
         handler = telemetry.http_handler(lambda event, context: {"statusCode": 202, "body": "{}"})
         handler(load_event("apigw_rest_post_events"), LambdaContext())
-    finally:
-        collector.shutdown()
-        collector.server_close()
     (headers,) = _Collector.received
     assert headers["Authorization"] == "Basic " + base64.b64encode(b"bus:p@ss").decode()
     assert headers["Content-Encoding"] == "deflate"

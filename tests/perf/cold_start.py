@@ -24,7 +24,13 @@ LAYER = ROOT / "functions" / "observability_layer"
 CLOSED_SENTRY_DSN = "http://k@127.0.0.1:9/1"
 """Port 9 (discard) has no listener here: sentry-sdk's transport fails fast and nothing leaves the host."""
 OTEL_HANDLER_MODULE = "bench_otel_fn"
-FUNCTIONS = ("ingest", "consumer", "cdc")
+# each function's CodeUri, its name and the request its first calls get (cold_requests.REQUESTS)
+FUNCTION_CASES = (
+    ("ingest", "IngestFunction", "http"),
+    ("consumer", "KafkaConsumerFunction", "kafka"),
+    ("cdc", "CdcFunction", "stream"),
+)
+FUNCTIONS = tuple(code_uri for code_uri, _, _ in FUNCTION_CASES)
 
 HARNESS = """
 import json, os, time
@@ -173,15 +179,27 @@ def cases(function_env: Callable[[str], Mapping[str, str]], telemetry_env: Mappi
     """The layer, its two anchors and the three functions; `function_env(code_uri)` is a function's deployed
     configuration, `telemetry_env` what every telemetry case exports to."""
     otel = ("opentelemetry.sdk", "opentelemetry.instrumentation.aws_lambda", "opentelemetry.exporter.otlp.proto.http")
-    floors = tuple(
-        ColdCase(
-            f"{code_uri}_floor",
-            f"  floor: its libraries alone ({FLOOR_CLIENTS[code_uri]})",
-            TELEMETRY_FLOOR + BUS_FLOOR,
-            env={**function_env(code_uri), "BENCH_FLOOR_CLIENTS": FLOOR_CLIENTS[code_uri]},
+    functions: list[ColdCase] = []
+    for code_uri, label, request in FUNCTION_CASES:
+        functions.append(
+            ColdCase(
+                code_uri,
+                f"{label} (deployed configuration)",
+                "import app",
+                handler="app.handler",
+                request=request,
+                env=function_env(code_uri),
+                code_uri=code_uri,
+            )
         )
-        for code_uri in ("ingest", "consumer", "cdc")
-    )
+        functions.append(
+            ColdCase(
+                f"{code_uri}_floor",
+                f"  floor: its libraries alone ({FLOOR_CLIENTS[code_uri]})",
+                TELEMETRY_FLOOR + BUS_FLOOR,
+                env={**function_env(code_uri), "BENCH_FLOOR_CLIENTS": FLOOR_CLIENTS[code_uri]},
+            )
+        )
     return (
         ColdCase("baseline", "python -c pass (baseline)", "pass"),
         ColdCase(
@@ -212,36 +230,7 @@ def cases(function_env: Callable[[str], Mapping[str, str]], telemetry_env: Mappi
             requires=(*otel, "aws_lambda_powertools", "sentry_sdk", "prometheus_client"),
             env={**telemetry_env, "_HANDLER": f"{OTEL_HANDLER_MODULE}.handler"},
         ),
-        ColdCase(
-            "ingest",
-            "IngestFunction (deployed configuration)",
-            "import app",
-            handler="app.handler",
-            request="http",
-            env=function_env("ingest"),
-            code_uri="ingest",
-        ),
-        floors[0],
-        ColdCase(
-            "consumer",
-            "KafkaConsumerFunction (deployed configuration)",
-            "import app",
-            handler="app.handler",
-            request="kafka",
-            env=function_env("consumer"),
-            code_uri="consumer",
-        ),
-        floors[1],
-        ColdCase(
-            "cdc",
-            "CdcFunction (deployed configuration)",
-            "import app",
-            handler="app.handler",
-            request="stream",
-            env=function_env("cdc"),
-            code_uri="cdc",
-        ),
-        floors[2],
+        *functions,
     )
 
 

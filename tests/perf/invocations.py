@@ -21,7 +21,6 @@ import cold_start
 from bench_env import (
     CLOSED_SENTRY_DSN,
     EVENT_PATH,
-    FUNCTION_NAME,
     OTEL_HANDLER_MODULE,
     WORKER_TIMEOUT_S,
     Handler,
@@ -30,22 +29,7 @@ from bench_env import (
     missing_modules,
 )
 from bench_tables import fmt, fmt_ratio, percentile, render_table, status_cell, status_notes
-
-
-class FakeLambdaContext:
-    """The attributes and method of the Lambda runtime's context object; the remaining time stays constant."""
-
-    def __init__(self, request_id: str = "8a1f0c3e-0000-4000-8000-000000000001") -> None:
-        self.aws_request_id = request_id
-        self.function_name = FUNCTION_NAME
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:eu-west-1:123456789012:function:{FUNCTION_NAME}"
-        self.memory_limit_in_mb = 512
-        self.log_group_name = f"/aws/lambda/{FUNCTION_NAME}"
-        self.log_stream_name = "2026/01/01/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+from cold_requests import LambdaContext
 
 
 def trivial_handler(event: Any, context: Any) -> dict[str, Any]:
@@ -209,7 +193,7 @@ def run_worker(builder: str, iterations: int, warmup: int, out: Path) -> None:
     """Build the case, call it `warmup` + `iterations` times, write the timings (ns) as JSON to `out`.
     The first call (the cold start of the wrapped handler) is kept apart and never part of the warm-up."""
     event = json.loads(EVENT_PATH.read_text())
-    context = FakeLambdaContext()
+    context = LambdaContext()
     samples: list[int] = []
     clock = time.perf_counter_ns
     with stdout_to_devnull():

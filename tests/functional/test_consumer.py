@@ -497,6 +497,47 @@ class TestTracing:
         for delivery in deliveries:  # a delivery's span is in its event's trace, or (a batch call) links to them
             assert delivery.trace_id in trace_ids or set(delivery.links) <= record_span_ids, delivery.name
 
+    def test_records_whose_producer_sampled_out_get_no_span_and_their_deliveries_carry_its_trace_on(
+        self, kafka_bootstrap, otlp_receiver, aws, webhook, monkeypatch, service_name
+    ):
+        """A record whose traceparent says its producer did not sample it starts no span (it would record
+        nothing), yet its webhook delivery still carries the producer's trace, unsampled; a sampled record in
+        the same batch keeps its span and its link."""
+        sampled, unsampled = (uuid.uuid4().hex, uuid.uuid4().hex[:16]), (uuid.uuid4().hex, uuid.uuid4().hex[:16])
+        records = [
+            raw_record(
+                "payments",
+                offset,
+                json.dumps(event).encode(),
+                [
+                    ("content-type", b"application/cloudevents+json"),
+                    ("traceparent", f"00-{ids[0]}-{ids[1]}-{flags}".encode()),
+                ],
+            )
+            for offset, (event, ids, flags) in enumerate([(payment(), unsampled, "00"), (payment(), sampled, "01")])
+        ]
+        env = consumer_env(kafka_bootstrap, aws, subscriptions(aws, webhook.start(), "x"))
+        env |= {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint}
+        env["OTEL_SERVICE_NAME"] = service_name
+        consumer = load_consumer(monkeypatch, env)
+        answer = consumer.handler(lambda_event(records, bootstrap=kafka_bootstrap), LambdaContext(function_name="c"))
+        assert answer == {"batchItemFailures": []}
+
+        carried = {
+            delivery["headers"]["traceparent"].split("-")[1]: delivery["headers"]["traceparent"]
+            for delivery in webhook.received
+        }
+        assert set(carried) == {sampled[0], unsampled[0]}, "both events were delivered, each in its own trace"
+        assert carried[unsampled[0]].endswith("-00")
+        assert carried[sampled[0]].endswith("-01")
+        spans = otlp_receiver.store.wait_for(
+            lambda found: any(s.name.startswith("deliver ") for s in found), service_name
+        )
+        assert {span.trace_id for span in spans if span.name.startswith("process com.example")} == {sampled[0]}
+        assert unsampled[0] not in {span.trace_id for span in spans}, "nothing of the sampled-out trace is exported"
+        (batch_span,) = [span for span in spans if span.name == "process payments"]
+        assert set(batch_span.links) == {sampled}
+
 
 def header_text(record: dict[str, Any], name: str) -> str:
     for item in record["headers"]:

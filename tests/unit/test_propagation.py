@@ -97,3 +97,48 @@ def test_only_the_propagators_headers_are_decoded_for_extraction(tracing: Tracin
     headers = [{"ce_id": list(b"e-1")}, {"Traceparent": list(TRACEPARENT.encode())}, {"payload-hint": [255, 254]}]
     assert kafka_headers_as_text(headers, frozenset({"traceparent"})) == {"traceparent": TRACEPARENT}
     assert _ids(tracing.context_from_kafka_headers(headers)) == (TRACE_ID, SPAN_ID)
+
+
+UNSAMPLED = TRACEPARENT[:-2] + "00"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([("traceparent", UNSAMPLED.encode())], True),
+        ([("ce_id", b"1"), ("TraceParent", UNSAMPLED.encode())], True),
+        ([("traceparent", TRACEPARENT.encode())], False),  # sampled: the record gets its span
+        ([("traceparent", TRACEPARENT.encode()), ("traceparent", UNSAMPLED.encode())], True),  # the last one counts
+        ([("traceparent", UNSAMPLED.encode()), ("traceparent", TRACEPARENT.encode())], False),
+        ([], False),  # no parent: a root span, which the sampler decides
+        ([("traceparent", f"00-{'0' * 32}-{SPAN_ID}-00".encode())], False),  # invalid: a root span
+        ([("traceparent", f"00-{TRACE_ID}-{'0' * 16}-00".encode())], False),
+        ([("traceparent", UNSAMPLED.upper().encode())], False),
+        ([("traceparent", f"01-{TRACE_ID}-{SPAN_ID}-00-extra".encode())], False),  # not read here: extracted
+        ([("traceparent", f" {UNSAMPLED}".encode())], False),
+        ([("traceparent", b"\xff" * 55)], False),
+        ([("traceparent", f"00-{TRACE_ID}-{SPAN_ID}-02".encode())], True),  # other flags, sampled bit clear
+    ],
+)
+def test_a_record_is_sampled_out_only_when_its_canonical_traceparent_says_so(tracing: Tracing, headers, expected):
+    assert tracing.sampled_out(headers) is expected
+    if expected:  # what extraction would have given: a valid remote parent that is not sampled
+        span_context = span_context_of(tracing.context_from_kafka_headers(headers))
+        assert span_context is not None
+        assert span_context.is_remote
+        assert not span_context.trace_flags.sampled
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OTEL_TRACES_SAMPLER": "always_on"},  # does not follow the parent: the record's span is sampled
+        {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"},
+        {"OTEL_PROPAGATORS": "tracecontext,xray"},  # an X-Ray header could carry another parent
+        {"OTEL_PROPAGATORS": "none"},
+        {"OTEL_SDK_DISABLED": "true"},
+    ],
+)
+def test_nothing_is_sampled_out_when_the_sampler_or_propagators_could_decide_otherwise(environ):
+    tracing = Tracing(TelemetrySettings.from_env({"OTEL_TRACES_EXPORTER": "none", **environ}))
+    assert tracing.sampled_out([("traceparent", UNSAMPLED.encode())]) is False

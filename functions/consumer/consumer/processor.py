@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cloudevents.core.base import BaseCloudEvent
 from eventbus.idempotency import Idempotency
 from observability import Telemetry
 from observability.metrics import Metrics, Series
@@ -46,6 +47,9 @@ from consumer.targets import Deliverer
 
 RESPONSE_RESERVE_S = 0.5
 SETTLE_RESERVE_S = 1.5  # parking and dead letters after the deliveries
+
+
+_Decoded = tuple[RawRecord, BaseCloudEvent | None]
 
 
 @dataclass
@@ -85,7 +89,8 @@ class Processor:
         records = _records(event)
         if not records:
             return {"batchItemFailures": []}
-        producer_contexts = [self.telemetry.context_from_kafka_headers(record.get("headers")) for record in records]
+        reads = [self._decode(record) for record in records]
+        producer_contexts = [self._producer_context(r, read) for r, read in zip(records, reads, strict=True)]
         topics = sorted({str(record.get("topic")) for record in records})
         attributes: dict[str, AttributeValue] = {
             "messaging.system": "kafka",
@@ -107,10 +112,11 @@ class Processor:
             f"process {attributes['messaging.destination.name']!s}",
             kind=SpanKind.CONSUMER,
             attributes=attributes,
-            links=self.telemetry.links(producer_contexts),
+            links=self.telemetry.links(context for context in producer_contexts if context is not None),
         ):
             batch = self._batch(
                 records,
+                reads,
                 producer_contexts,
                 deadline=now + time_left - reserve,
                 hold_ms=int(time_left * 1000) + 1000,
@@ -120,7 +126,8 @@ class Processor:
     def _batch(
         self,
         records: Sequence[Mapping[str, Any]],
-        producer_contexts: Sequence[Context],
+        reads: Sequence[_Decoded | PoisonRecordError],
+        producer_contexts: Sequence[Context | None],
         *,
         deadline: float,
         hold_ms: int,
@@ -132,39 +139,39 @@ class Processor:
         tracer = self.telemetry.tracing.tracer
         measures = _RecordMeasures(self.telemetry.metrics)
         try:
-            for record, producer_context in zip(records, producer_contexts, strict=True):
+            for record, read, producer_context in zip(records, reads, producer_contexts, strict=True):
                 item = _Record(_position(record))
                 batch.append(item)
-                try:
-                    raw = read_record(record)
-                    event = to_cloud_event(
-                        raw, max_bytes=self.settings.max_record_bytes, plain_event_type=self.settings.default_event_type
-                    )
-                except PoisonRecordError as poison:
-                    item.unsettled = not self._poison(record, poison)
+                if isinstance(read, PoisonRecordError):
+                    item.unsettled = not self._poison(record, read)
                     continue
+                raw, event = read
                 measures.add(raw)
                 if event is None:
                     continue  # a tombstone: nothing to deliver
                 item.raw = raw
                 item.labels = {"event_type": event.get_type(), "topic": raw.topic, "source": event.get_source()}
-                item.span = tracer.start_span(
-                    f"process {event.get_type()}",
-                    context=producer_context,
-                    kind=SpanKind.CONSUMER,
-                    attributes={
-                        "cloudevents.event_type": event.get_type(),
-                        "cloudevents.event_source": event.get_source(),
-                        "messaging.system": "kafka",
-                        "messaging.destination.name": raw.topic,
-                        "messaging.destination.partition.id": str(raw.partition),
-                        "messaging.kafka.offset": raw.offset,
-                        "messaging.message.id": event.get_id(),
-                    },
-                )
                 item.outcomes = []
-                parent = trace.set_span_in_context(item.span)
-                for subscription in matching(self.settings.subscriptions, event):
+                subscriptions = matching(self.settings.subscriptions, event)
+                if producer_context is None:  # sampled out: no span; its deliveries carry the producer's context
+                    parent = self.telemetry.context_from_kafka_headers(raw.headers) if subscriptions else Context()
+                else:
+                    item.span = tracer.start_span(
+                        f"process {event.get_type()}",
+                        context=producer_context,
+                        kind=SpanKind.CONSUMER,
+                        attributes={
+                            "cloudevents.event_type": event.get_type(),
+                            "cloudevents.event_source": event.get_source(),
+                            "messaging.system": "kafka",
+                            "messaging.destination.name": raw.topic,
+                            "messaging.destination.partition.id": str(raw.partition),
+                            "messaging.kafka.offset": raw.offset,
+                            "messaging.message.id": event.get_id(),
+                        },
+                    )
+                    parent = trace.set_span_in_context(item.span)
+                for subscription in subscriptions:
                     delivery = Delivery(subscription, raw, event, parent)
                     copy = (subscription.name, event.get_source(), event.get_id())
                     if copy in in_batch:  # the same event twice in the batch (a producer's retry): one delivery
@@ -187,6 +194,26 @@ class Processor:
                 record_outcomes.append(outcome)
         self._end_records(batch, time.perf_counter() - started)
         return batch
+
+    def _decode(self, record: Mapping[str, Any]) -> _Decoded | PoisonRecordError:
+        """The record and its event (None for a tombstone), or why it is poison."""
+        try:
+            raw = read_record(record)
+            return raw, to_cloud_event(
+                raw, max_bytes=self.settings.max_record_bytes, plain_event_type=self.settings.default_event_type
+            )
+        except PoisonRecordError as poison:
+            return poison
+
+    def _producer_context(self, record: Mapping[str, Any], read: _Decoded | PoisonRecordError) -> Context | None:
+        """The context the record's producer sent, the parent of the record's span; None when that producer
+        sampled the trace out (a span would record nothing: none is started, and the context is extracted only if
+        a delivery carries the trace on)."""
+        tracing = self.telemetry.tracing
+        if isinstance(read, PoisonRecordError):
+            return tracing.context_from_kafka_headers(record.get("headers"))
+        headers = read[0].headers
+        return None if tracing.sampled_out(headers) else tracing.context_from_kafka_headers(headers)
 
     def _waiting_lanes(self, deliveries: Sequence[Delivery]) -> tuple[dict[LaneId, LaneState], dict[LaneId, str]]:
         """The ordered lanes of this batch that have events parked from earlier batches, and why they wait."""
@@ -306,19 +333,20 @@ class Processor:
         counted: collections.Counter[tuple[str, tuple[tuple[str, str], ...]]] = collections.Counter()
         durations: dict[tuple[str, str], Series] = {}
         for item in batch:
-            if item.span is None or item.labels is None or item.outcomes is None:
+            if item.labels is None or item.outcomes is None:
                 continue
-            labels = item.labels
+            labels, span = item.labels, item.span  # no span: the record's producer sampled its trace out
             if Outcome.UNSETTLED in item.outcomes:
                 item.unsettled = True
-                item.span.set_status(SpanStatus(StatusCode.ERROR, "a delivery could not be settled"))
+                if span is not None:
+                    span.set_status(SpanStatus(StatusCode.ERROR, "a delivery could not be settled"))
             elif item.outcomes and all(outcome is Outcome.DUPLICATE for outcome in item.outcomes):
                 # every delivery was done before: the mapping delivered the record again
                 counted["events_redelivered_total", tuple(labels.items())] += 1
             else:  # settled (delivered, parked or dead-lettered everywhere): counted once
                 counted["events_consumed_total", tuple(labels.items())] += 1
-                if Outcome.DEAD_LETTERED in item.outcomes:
-                    item.span.set_status(SpanStatus(StatusCode.ERROR, "dead-lettered"))
+                if span is not None and Outcome.DEAD_LETTERED in item.outcomes:
+                    span.set_status(SpanStatus(StatusCode.ERROR, "dead-lettered"))
             kind = (labels["event_type"], labels["source"])
             duration = durations.get(kind)
             if duration is None:
@@ -326,7 +354,8 @@ class Processor:
                     "event_processing_duration_seconds", event_type=kind[0], source=kind[1]
                 )
             duration.observe(seconds)
-            item.span.end()
+            if span is not None:
+                span.end()
         for (name, labels_of), count in counted.items():  # added once per label set, not once per record
             metrics.inc(name, count, **dict(labels_of))
 

@@ -7,6 +7,7 @@ because a client's bad `traceparent` must not cost it its event.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -115,6 +116,33 @@ def kafka_headers_as_text(headers: object, only: Collection[str] | None = None) 
         if decoded is not None:
             text[name] = decoded
     return text
+
+
+# W3C trace context, version 00, in its one canonical form (nothing around it, no extra fields)
+_CANONICAL_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE_ID, _ZERO_SPAN_ID = "0" * 32, "0" * 16
+
+
+def canonical_unsampled(traceparent: str) -> bool:
+    """True when `traceparent` is a valid version-00 W3C header whose sampled flag is clear: its parent would be
+    extracted as a valid, remote, not-sampled span context. False for anything else, including the valid forms
+    this does not try to read (other versions, surrounding blanks): a caller that gets False extracts."""
+    match = _CANONICAL_TRACEPARENT.fullmatch(traceparent)
+    return (
+        match is not None
+        and match[1] != _ZERO_TRACE_ID
+        and match[2] != _ZERO_SPAN_ID
+        and not int(match[3], 16) & trace.TraceFlags.SAMPLED
+    )
+
+
+def last_header(headers: Iterable[tuple[str, bytes]], name: str) -> bytes | None:
+    """The value of the last header called `name` (lower-case) among decoded Kafka headers, None without one."""
+    found = None
+    for key, value in headers:
+        if key.lower() == name:
+            found = value
+    return found
 
 
 def extract(propagator: TextMapPropagator, carrier: Mapping[str, str]) -> Context:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from opentelemetry import trace
@@ -46,6 +46,14 @@ class Tracing:
         self.propagator = propagation.build_propagator(settings.propagators)
         # the header names the propagators read: a Kafka record's other headers are never decoded for them
         self._fields = frozenset(field.lower() for field in self.propagator.fields)
+        # a remote parent that is not sampled decides alone (ParentBased: no span records), and only W3C
+        # traceparent can carry it (baggage never sets a span context; X-Ray could override it)
+        self._follows_unsampled = (
+            not settings.disabled
+            and settings.sampler.startswith("parentbased_")
+            and "tracecontext" in settings.propagators
+            and set(settings.propagators) <= {"tracecontext", "baggage"}
+        )
         self._observed: ObservedSpanExporter | None = None
         self._batch: BatchSpanProcessor | None = None
         self.tracer: trace.Tracer
@@ -150,6 +158,24 @@ class Tracing:
 
     def context_from_kafka_headers(self, headers: object) -> Context:
         return propagation.extract(self.propagator, propagation.kafka_headers_as_text(headers, self._fields))
+
+    def sampled_out(self, headers: Iterable[tuple[str, bytes]]) -> bool:
+        """True when a Kafka record (its decoded `(name, value)` headers) comes from a producer that did not sample
+        its trace and this function's sampler follows that decision: a span for the record would record nothing.
+
+        A consumer starts no span for such a record and extracts its context only when something carries the trace
+        on (a delivery). It costs a header look-up and a match, where extraction and a non-recording span cost
+        ~10 us. Any doubt (no or a non-canonical traceparent, a sampler or propagator that could decide otherwise)
+        answers False."""
+        if not self._follows_unsampled:
+            return False
+        value = propagation.last_header(headers, "traceparent")
+        if value is None:
+            return False
+        try:
+            return propagation.canonical_unsampled(value.decode("ascii"))
+        except UnicodeDecodeError:
+            return False
 
     def http_headers(self, context: Context | None = None) -> dict[str, str]:
         return propagation.inject(self.propagator, context)

@@ -40,6 +40,7 @@ modules = (
     "observability.tracing.otlp_http",
     "opentelemetry.exporter.otlp.proto.http",
     "requests",
+    "google.protobuf",
     "boto3",
     "opentelemetry.propagate",
     "snapshot_restore_py",
@@ -72,6 +73,8 @@ def test_defaults_import_neither_sentry_nor_grpc_nor_xray():
         "observability.tracing.otlp_http": True,
         "opentelemetry.exporter.otlp.proto.http": False,
         "requests": False,
+        # its spans are written by the layer's encoder: protobuf's runtime and the OTLP classes stay unloaded
+        "google.protobuf": False,
         "boto3": False,
         # its import scans every package's entry points; nothing here needs the global propagator
         "opentelemetry.propagate": False,

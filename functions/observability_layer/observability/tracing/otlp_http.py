@@ -1,11 +1,12 @@
-"""OTLP/HTTP span export (binary protobuf) on a kept-alive http.client connection, with the SDK's own encoder.
+"""OTLP/HTTP span export (binary protobuf) on a kept-alive http.client connection.
 
 Why not opentelemetry-exporter-otlp-proto-http: it sends through `requests`, whose import alone costs ~45 ms and
 ~7 MiB of every cold start, opens a session whose pool is rebuilt after a failure, and retries 429/5xx answers with
-sleeps up to its own 10 s timeout. Here the encoding is the SDK's (`encode_spans`, the same bytes on the wire), the
-request is one POST per export on the connection the layer keeps (observability.transport), and retrying is left to
-the layer: a failed export's spans are kept and sent with the next one (ObservedSpanExporter), and the flush backs
-off a failing backend (observability.flush).
+sleeps up to its own 10 s timeout. Here the request is one POST per export on the connection the layer keeps
+(observability.transport), and retrying is left to the layer: a failed export's spans are kept and sent with the
+next one (ObservedSpanExporter), and the flush backs off a failing backend (observability.flush). The body is
+written by observability.tracing.otlp_encoding: the bytes the SDK's `encode_spans` gives, at a third of its cost,
+and without importing protobuf.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from observability.config import redact_userinfo
+from observability.tracing.otlp_encoding import OtlpSpanEncoder
 from observability.transport import KeepAliveConnection
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class OtlpHttpSpanExporter(SpanExporter):
             self._headers["Content-Encoding"] = compression
         # credentials in the URL become basic auth, as requests made them
         self._connection = KeepAliveConnection.for_url(endpoint, ssl_context=ssl_context)
+        self._encoder = OtlpSpanEncoder()
         self._shut_down = False
         self.bytes_sent = 0
         self.spans_sent = 0
@@ -79,7 +81,7 @@ class OtlpHttpSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         if not spans:
             return SpanExportResult.SUCCESS
-        body = encode_spans(spans).SerializeToString()
+        body = self._encoder.encode(spans)
         compress = COMPRESSORS.get(self._compression)
         if compress is not None:
             body = compress(body)

@@ -81,7 +81,9 @@ def decode_kafka_header_value(value: HeaderValue) -> str | None:
             return None
         if isinstance(value, str):
             return value
-        if isinstance(value, (bytes, bytearray)):
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+        if isinstance(value, bytearray):
             return bytes(value).decode("utf-8")
         return bytes(value).decode("utf-8")  # Lambda's list of byte values
     except (UnicodeDecodeError, ValueError, TypeError):
@@ -101,10 +103,11 @@ def kafka_headers_as_text(headers: object, only: Collection[str] | None = None) 
         pairs.extend(headers.items())
     elif isinstance(headers, Iterable) and not isinstance(headers, (str, bytes, bytearray)):
         for item in headers:
-            if isinstance(item, Mapping):
+            if isinstance(item, tuple):  # first: the shape of decoded headers, and the cheaper check
+                if len(item) == 2:
+                    pairs.append((item[0], item[1]))
+            elif isinstance(item, Mapping):
                 pairs.extend(item.items())
-            elif isinstance(item, tuple) and len(item) == 2:
-                pairs.append((item[0], item[1]))
     text: dict[str, str] = {}
     for key, value in pairs:
         if not isinstance(key, str):

@@ -122,3 +122,35 @@ def test_inline_flushes_before_the_answer_and_the_group_outlives_the_environment
     # no extension, no SIGTERM: the group stays until MaintenanceFunction deletes stale groups
     assert environment.terminate() == 0
     assert push_times(pushgateway, job) == [pushed]
+
+
+def invocations_pushed(pushgateway: str, job: str) -> float:
+    return sum(
+        s.value
+        for s in samples(pushgateway)
+        if s.name == "lambda_invocations_total" and s.labels.get("job") == job and s.labels.get("outcome") == "success"
+    )
+
+
+def test_with_an_export_interval_a_burst_is_pushed_once_and_nothing_is_lost(
+    sandboxes: SandboxLauncher, pushgateway: str
+) -> None:
+    environment, job = start(sandboxes, pushgateway, "auto", {"TELEMETRY_EXPORT_INTERVAL_MS": "3000"})
+    assert environment.invoke({})[0] == "response"
+    first_push = wait_for_push(pushgateway, job)  # the first invocation exports
+    burst_started = time.monotonic()
+    for _ in range(3):
+        assert environment.invoke({})[0] == "response"
+    time.sleep(0.3)  # a due flush runs right after the answer: it would have pushed by now
+    assert time.monotonic() - burst_started < 2.5, "the burst took longer than the interval: nothing to check"
+    assert push_times(pushgateway, job) == [first_push], "the burst's metrics are held back"
+    assert invocations_pushed(pushgateway, job) == 1
+
+    time.sleep(3.0)  # an invocation after a pause exports at once, with what the burst held
+    assert environment.invoke({})[0] == "response"
+    wait_for_push(pushgateway, job, after=first_push)
+    assert invocations_pushed(pushgateway, job) == 5
+
+    assert environment.invoke({})[0] == "response"  # held again, and sent by the shutdown flush
+    assert environment.terminate() == 0
+    assert invocations_pushed(pushgateway, job) == 6

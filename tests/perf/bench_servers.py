@@ -108,6 +108,7 @@ def function_env(servers: LocalServers, aws: AwsResources) -> Callable[[str], di
         "ENVIRONMENT": "bench",
         "VERSION": "bench",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
         "OTEL_PROPAGATORS": "tracecontext,baggage",
         "TELEMETRY_FLUSH_TIMEOUT_MS": "300",
         "KAFKA_BOOTSTRAP_SERVERS": servers.tansu.url.removeprefix("tcp://"),

@@ -36,6 +36,7 @@ LOG_LEVELS = ("debug", "info", "warn", "warning", "error", "critical")
 
 DEFAULT_FLUSH_TIMEOUT_MS = 300
 DEFAULT_BACKOFF_SECONDS = 30.0
+DEFAULT_EXPORT_INTERVAL_MS = 0
 DEFAULT_LABEL_VALUE_LIMIT = 100
 
 
@@ -202,6 +203,7 @@ class TelemetrySettings:
     flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_MS / 1000
     backoff_s: float = DEFAULT_BACKOFF_SECONDS
     flush_mode: str = "auto"
+    export_interval_s: float = DEFAULT_EXPORT_INTERVAL_MS / 1000  # the flush after the response (ExportSchedule)
     label_value_limit: int = DEFAULT_LABEL_VALUE_LIMIT
     aws: LambdaEnvironment = field(default_factory=LambdaEnvironment)
 
@@ -256,6 +258,7 @@ class TelemetrySettings:
             flush_timeout_s=env.integer("TELEMETRY_FLUSH_TIMEOUT_MS", DEFAULT_FLUSH_TIMEOUT_MS, 1, 30_000) / 1000,
             backoff_s=env.number("TELEMETRY_BACKOFF_SECONDS", DEFAULT_BACKOFF_SECONDS, 0.0, 3600.0),
             flush_mode=env.choice("TELEMETRY_FLUSH", FLUSH_MODES, "auto"),
+            export_interval_s=env.integer("TELEMETRY_EXPORT_INTERVAL_MS", DEFAULT_EXPORT_INTERVAL_MS, 0, 60_000) / 1000,
             label_value_limit=env.integer("METRICS_LABEL_VALUE_LIMIT", DEFAULT_LABEL_VALUE_LIMIT, 1, 100_000),
             aws=aws,
         )

@@ -142,3 +142,39 @@ class Flusher:
                 step.backoff_until = self.clock() + self.backoff_s
             results.append(StepResult(step.backend, outcome, elapsed))
         return FlushReport(tuple(results), self.clock() - started)
+
+
+BATCHED_BACKENDS = ("otlp", "pushgateway")
+"""What the flush after the response may hold back for a later one: spans wait in memory (bounded by the span
+processor's queue) and a Pushgateway push carries the whole registry, so a later one loses nothing. Errors
+(Sentry) go out after every invocation."""
+
+
+@dataclass
+class ExportSchedule:
+    """Whether the flush after this response exports spans and metrics, or leaves them for a later one.
+
+    While invocations come closer together than `interval_s`, spans and metrics go out at most once per interval:
+    fewer, larger requests (a resource is sent once per request, and compression finds the repeats across spans).
+    An environment whose invocations are further apart exports after each, as does one whose interval is 0, and
+    the first invocation always exports. Only the flush after the response is scheduled: that mode's extension
+    makes Lambda send SIGTERM before it reaps the environment, and the shutdown flush sends what is held.
+
+    The price: what the last invocations of a burst recorded waits for the next invocation (then it is overdue
+    and goes) or for the shutdown, as Lambda freezes an idle environment and no timer can run in it."""
+
+    interval_s: float
+    clock: Callable[[], float] = time.monotonic
+    _last_export: float | None = None
+    _last_invocation: float | None = None
+
+    def due(self) -> bool:
+        """Called once per invocation, after it: True when this flush should export (then call `exported`)."""
+        now = self.clock()
+        previous, self._last_invocation = self._last_invocation, now
+        if self.interval_s <= 0 or previous is None or self._last_export is None:
+            return True
+        return now - previous >= self.interval_s or now - self._last_export >= self.interval_s
+
+    def exported(self) -> None:
+        self._last_export = self.clock()

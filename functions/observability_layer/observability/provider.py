@@ -25,7 +25,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 from observability import snapstart
 from observability.config import TelemetrySettings
 from observability.errors import ErrorRecord, new_event_id, scrub, scrub_text
-from observability.flush import FAILURES, Flusher, FlushReport
+from observability.flush import BATCHED_BACKENDS, FAILURES, ExportSchedule, Flusher, FlushReport
 from observability.invocation import current_invocation
 from observability.logs import get_logger
 from observability.metrics import Metrics, PushgatewayExporter, new_instance_id
@@ -109,6 +109,7 @@ class Telemetry:
             self.flusher.add("pushgateway", self._push_metrics)
         if self.sentry is not None:
             self.flusher.add("sentry", self.sentry.flush)
+        self.export_schedule = ExportSchedule(settings.export_interval_s)
         self._cold_start = True
         self._cold_lock = threading.Lock()
         self._after_response: AfterResponseFlush | None = None
@@ -309,7 +310,7 @@ class Telemetry:
             return
         from observability.extension import AfterResponseFlush
 
-        self._after_response = AfterResponseFlush.register(api, self._flush_within)
+        self._after_response = AfterResponseFlush.register(api, self.flush_after_response)
 
     @property
     def flushes_after_response(self) -> bool:
@@ -336,9 +337,18 @@ class Telemetry:
                 available = None
         return self._flush_within(available)
 
-    def _flush_within(self, available: float | None) -> FlushReport:
+    def flush_after_response(self, available: float | None) -> FlushReport:
+        """The extension's flush, once the response is on its way: errors every time, spans and metrics when the
+        export schedule says so (TELEMETRY_EXPORT_INTERVAL_MS; by default after every invocation)."""
+        if self.export_schedule.due():
+            report = self._flush_within(available)
+            self.export_schedule.exported()
+            return report
+        return self._flush_within(available, exclude=BATCHED_BACKENDS)
+
+    def _flush_within(self, available: float | None, exclude: tuple[str, ...] = ()) -> FlushReport:
         try:
-            report = self.flusher.flush(available)
+            report = self.flusher.flush(available, exclude=exclude)
         except Exception:
             self.logger.warning("telemetry flush failed", exc_info=True)
             return FlushReport()

@@ -12,6 +12,9 @@ in one run against real local servers.
 3. Flush: the wrapped invocation with its end-of-invocation flush against rotel and a Pushgateway, and with
    the collector refused or hung.
 4. Per record: KafkaConsumerFunction over 500-record batches, sampled, sampled out and off (per_record.py).
+5. The flush inline and after the response in an execution environment (the host executor's sandbox, the layer's
+   extension): the caller's wait, and OTLP bytes per span with and without TELEMETRY_EXPORT_INTERVAL_MS
+   (after_response.py).
 
 The alternatives are optional: a case whose packages are missing prints "not installed". `make bench` installs them
 in .venv-bench (the `bench` group of pyproject.toml), apart from the test venv: the OpenTelemetry Lambda
@@ -29,6 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import after_response
 import cold_start
 import per_record
 from bench_env import ROOT, Settings, clean_env, missing_modules
@@ -313,7 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             show(flush_table(flushes, settings))
             records = per_record.measure(settings.cold_runs, clean_env(), telemetry_env(servers))
             show(per_record_table(records, settings))
-    table = goals_table(goals(cold, invocations, flushes, records))
+            flush_modes = after_response.measure(settings.cold_runs, telemetry_env(servers))
+            show(after_response.table(flush_modes, settings))
+    table = goals_table(goals(cold, invocations, flushes, records, flush_modes))
     print(table)
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     write_docs("\n\n".join([table, *sections]), settings, quick=args.quick)

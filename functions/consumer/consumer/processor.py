@@ -26,12 +26,11 @@ from cloudevents.core.base import BaseCloudEvent
 from eventbus.idempotency import Idempotency
 from observability import Telemetry
 from observability.metrics import Metrics, Series
+from observability.tracing import RecordSpan
 from observability.types import LambdaContext
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, StatusCode
-from opentelemetry.trace import Status as SpanStatus
+from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from consumer.dead_letters import DeadLetter, DeadLetterQueue
@@ -59,7 +58,7 @@ class _Record:
     position: tuple[str, int]  # (`<topic>-<partition>`, offset): how the partial batch response names it
     raw: RawRecord | None = None
     labels: dict[str, str] | None = None  # event_type, topic, source
-    span: Span | None = None
+    span: RecordSpan | None = None
     outcomes: list[Outcome] | None = None
     unsettled: bool = False  # reported for a retry by the mapping
 
@@ -136,7 +135,7 @@ class Processor:
         deliveries: list[Delivery] = []
         owner: dict[int, _Record] = {}
         in_batch: set[tuple[str, str, str]] = set()  # (subscription, source, id) of the deliveries so far
-        tracer = self.telemetry.tracing.tracer
+        record_spans = self.telemetry.tracing.record_spans
         measures = _RecordMeasures(self.telemetry.metrics)
         try:
             for record, read, producer_context in zip(records, reads, producer_contexts, strict=True):
@@ -156,11 +155,11 @@ class Processor:
                 if producer_context is None:  # sampled out: no span; its deliveries carry the producer's context
                     parent = self.telemetry.context_from_kafka_headers(raw.headers) if subscriptions else Context()
                 else:
-                    item.span = tracer.start_span(
+                    item.span = record_spans.start(
                         f"process {event.get_type()}",
-                        context=producer_context,
-                        kind=SpanKind.CONSUMER,
-                        attributes={
+                        producer_context,
+                        SpanKind.CONSUMER,
+                        {
                             "cloudevents.event_type": event.get_type(),
                             "cloudevents.event_source": event.get_source(),
                             "messaging.system": "kafka",
@@ -170,7 +169,7 @@ class Processor:
                             "messaging.message.id": event.get_id(),
                         },
                     )
-                    parent = trace.set_span_in_context(item.span)
+                    parent = item.span.context
                 for subscription in subscriptions:
                     delivery = Delivery(subscription, raw, event, parent)
                     copy = (subscription.name, event.get_source(), event.get_id())
@@ -339,14 +338,14 @@ class Processor:
             if Outcome.UNSETTLED in item.outcomes:
                 item.unsettled = True
                 if span is not None:
-                    span.set_status(SpanStatus(StatusCode.ERROR, "a delivery could not be settled"))
+                    span.set_error("a delivery could not be settled")
             elif item.outcomes and all(outcome is Outcome.DUPLICATE for outcome in item.outcomes):
                 # every delivery was done before: the mapping delivered the record again
                 counted["events_redelivered_total", tuple(labels.items())] += 1
             else:  # settled (delivered, parked or dead-lettered everywhere): counted once
                 counted["events_consumed_total", tuple(labels.items())] += 1
                 if span is not None and Outcome.DEAD_LETTERED in item.outcomes:
-                    span.set_status(SpanStatus(StatusCode.ERROR, "dead-lettered"))
+                    span.set_error("dead-lettered")
             kind = (labels["event_type"], labels["source"])
             duration = durations.get(kind)
             if duration is None:

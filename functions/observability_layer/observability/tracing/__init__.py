@@ -7,8 +7,10 @@ from observability.tracing.propagation import (
     normalize_http_headers,
 )
 from observability.tracing.provider import Tracing, current_ids
+from observability.tracing.record_spans import RecordSpan
 
 __all__ = [
+    "RecordSpan",
     "Tracing",
     "current_ids",
     "decode_kafka_header_value",

@@ -7,12 +7,13 @@ from contextlib import contextmanager
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import AttributeValue
 
@@ -23,6 +24,7 @@ from observability.tracing.exporters import (
     create_console_exporter,
     create_otlp_exporter,
 )
+from observability.tracing.record_spans import RecordSpans
 from observability.tracing.resource import build_resource
 from observability.tracing.sampling import build_sampler
 
@@ -56,12 +58,15 @@ class Tracing:
         )
         self._observed: ObservedSpanExporter | None = None
         self._batch: BatchSpanProcessor | None = None
+        self._processors: tuple[SpanProcessor, ...] = ()
         self.tracer: trace.Tracer
+        self.record_spans: RecordSpans
         if settings.disabled:  # OTEL_SDK_DISABLED: spans are non-recording, nothing is queued or exported
             self.tracer = _PassThroughTracer()
+            self.record_spans = self._record_spans(plain=False)
             return
         if "console" in settings.traces_exporters:
-            self.provider.add_span_processor(SimpleSpanProcessor(create_console_exporter()))
+            self._add_processor(SimpleSpanProcessor(create_console_exporter()))
         if "otlp" in settings.traces_exporters:
             self._observed = ObservedSpanExporter(otlp_exporter or create_otlp_exporter(settings))
             self._batch = BatchSpanProcessor(
@@ -71,8 +76,30 @@ class Tracing:
                 max_export_batch_size=MAX_EXPORT_BATCH,
                 export_timeout_millis=settings.flush_timeout_s * 1000,
             )
-            self.provider.add_span_processor(self._batch)
+            self._add_processor(self._batch)
         self.tracer = self.provider.get_tracer(INSTRUMENTATION_NAME)
+        self.record_spans = self._record_spans(plain=settings.sampler.startswith("parentbased_"))
+
+    def _record_spans(self, *, plain: bool) -> RecordSpans:
+        return RecordSpans(
+            self.tracer,
+            plain=plain,
+            own_processor=self._own_processor,
+            resource=self.resource,
+            scope=InstrumentationScope(INSTRUMENTATION_NAME),
+            limits=SpanLimits(),  # what the provider read from the environment too
+            new_span_id=self.provider.id_generator.generate_span_id,
+        )
+
+    def _add_processor(self, processor: SpanProcessor) -> None:
+        self.provider.add_span_processor(processor)
+        self._processors += (processor,)
+
+    def _own_processor(self) -> SpanProcessor | None:
+        """The provider's span processor while it holds the layer's processors alone (whose `on_start` does
+        nothing), else None: a processor someone else added may expect the SDK's own spans."""
+        active = self.provider._active_span_processor  # what the SDK's own spans end on
+        return active if getattr(active, "_span_processors", None) == self._processors else None
 
     @property
     def exports(self) -> bool:

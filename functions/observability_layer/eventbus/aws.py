@@ -4,6 +4,10 @@
 and s3transfer: ~55 ms and ~2 MiB of every cold start, for nothing the bus uses (no resources, no transfers).
 These clients are botocore's own, from one session per process: they honour AWS_ENDPOINT_URL, the region and the
 credentials of the environment exactly as boto3's do.
+
+The session's data loader is botocore's, but for one thing: before loading a service's model, botocore lists every
+service it ships (~450 directories, for the model and again for its endpoint rules: ~12 ms of each cold start) to
+check the name. Here only the services asked for are looked up; an unknown one is still an UnknownServiceError.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from observability import snapstart
 
 if TYPE_CHECKING:
     from botocore.config import Config
+    from botocore.loaders import Loader
     from botocore.session import Session
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
@@ -53,10 +58,48 @@ def client(service: str, config: Config | None = None) -> Any:
             import botocore.session
 
             _session = botocore.session.get_session()
+            _session.register_component("data_loader", _loader(_session.get_config_variable("data_path")))
             snapstart.register(_close_connections, lambda: None)
         made = _session.create_client(service, config=config)
         _clients.add(made)
         return made
+
+
+def _loader(data_path: str | None) -> Loader:
+    """botocore's loader for the session's data path (AWS_DATA_PATH), listing only the services asked for."""
+    import os
+
+    from botocore.exceptions import DataNotFoundError, UnknownServiceError
+    from botocore.loaders import Loader
+
+    class AskedServicesLoader(Loader):
+        def __init__(self, **kwargs: Any) -> None:  # noqa: ANN401 - botocore's own keywords
+            super().__init__(**kwargs)
+            self._asked: set[str] = set()
+
+        def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:  # noqa: ANN401
+            self._asked.add(service_name)
+            try:
+                return super().load_service_model(service_name, type_name, api_version)
+            except UnknownServiceError:  # the error names every service botocore knows, as its own does
+                known = Loader.list_available_services(self, type_name)
+                raise UnknownServiceError(service_name=service_name, known_service_names=", ".join(known)) from None
+
+        def list_available_services(self, type_name: str) -> list[str]:
+            """The services asked for so far that have this type of data (botocore lists them all)."""
+            found = []
+            for name in sorted(self._asked):
+                try:
+                    self.list_api_versions(name, type_name)
+                except DataNotFoundError:
+                    continue
+                found.append(name)
+            return found
+
+    if data_path is None:
+        return AskedServicesLoader()
+    paths = [os.path.expanduser(os.path.expandvars(path)) for path in data_path.split(os.pathsep)]
+    return AskedServicesLoader(extra_search_paths=paths)
 
 
 def fast_config(connect_timeout: float, read_timeout: float, max_attempts: int = 2) -> Config:

@@ -5,8 +5,9 @@
 - batches from the retry queue (SQS): each parked delivery tried again when its delay ends (`retry`).
 
 Built once per execution environment, at init: telemetry, settings and subscriptions (a bad value fails the
-cold start with one line naming the variable), AWS clients, the Kafka producer for Kafka targets (made on
-first use), the idempotency store and the lane store (both in IDEMPOTENCY_TABLE).
+cold start with one line naming the variable), AWS clients (SNS's only when a subscription targets SNS), the Kafka
+producer for Kafka targets (made on first use), the idempotency store and the lane store (both in
+IDEMPOTENCY_TABLE).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ lanes: Lanes = (
 )
 deliverer = Deliverer(
     sqs=sqs,
-    sns=aws.client("sns", aws_config),
+    sns=aws.client("sns", aws_config) if settings.targets("sns") else None,  # ~10 ms and ~1 MiB when unused
     producer=producer,
     webhook_timeout_s=settings.webhook_timeout_s,
     webhook_secret=settings.webhook_secret,

@@ -115,17 +115,34 @@ DEPLOYED = {
 FUNCTION_PROBE = """
 import json, sys
 import app
-modules = ("boto3", "requests", "opentelemetry.propagate", "opentelemetry.exporter.otlp.proto.http", "sentry_sdk")
-print(json.dumps({name: name in sys.modules for name in modules}))
+from eventbus import aws
+modules = (
+    "boto3", "requests", "opentelemetry.propagate", "opentelemetry.exporter.otlp.proto.http", "sentry_sdk",
+    "google.protobuf",
+)
+loaded = {name: name in sys.modules for name in modules}
+loaded["clients"] = sorted(client.meta.service_model.service_name for client in aws._clients)
+print(json.dumps(loaded))
 sys.stdout.flush()
 import os
 os._exit(0)  # not the producer's flush at exit: nothing listens
 """
 
 
-@pytest.mark.parametrize("function", ["ingest", "consumer", "cdc"])
-def test_a_function_in_its_deployed_configuration_loads_no_boto3_requests_or_entry_point_scan(function: str):
-    """botocore's clients without boto3 (~55 ms), the layer's OTLP sender without `requests` (~45 ms)."""
+@pytest.mark.parametrize(
+    ("function", "clients"),
+    [
+        ("ingest", ["dynamodb"]),
+        # the shipped subscriptions target SQS and Kafka: no SNS client (~10 ms, ~1 MiB)
+        ("consumer", ["dynamodb", "dynamodb", "sqs"]),
+        ("cdc", ["sqs"]),
+    ],
+)
+def test_a_function_in_its_deployed_configuration_loads_no_boto3_requests_or_entry_point_scan(
+    function: str, clients: list[str]
+):
+    """botocore's clients without boto3 (~55 ms), the layer's OTLP sender without `requests` (~45 ms) or protobuf,
+    and only the clients its configuration uses."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": f"{LAYER}:{FUNCTIONS / function}",
@@ -141,6 +158,8 @@ def test_a_function_in_its_deployed_configuration_loads_no_boto3_requests_or_ent
         "opentelemetry.propagate": False,
         "opentelemetry.exporter.otlp.proto.http": False,
         "sentry_sdk": False,
+        "google.protobuf": False,
+        "clients": clients,
     }
 
 

@@ -29,6 +29,10 @@ class ConsumerSettings:
     webhook_secret: str | None = None
     default_event_type: str = "kafka.record"
 
+    def targets(self, target_type: str) -> bool:
+        """Whether any subscription delivers to a target of this type (its client is made only then)."""
+        return any(subscription.target.type == target_type for subscription in self.subscriptions)
+
     def unsigned_webhooks(self) -> list[str]:
         """Webhook subscriptions that would be posted without a signature (no secret anywhere)."""
         return [

@@ -173,7 +173,7 @@ Lambda instrumentor, prometheus_client pushing to a Pushgateway, Powertools' Log
 integration. Every figure that matters is a ratio within one run: cases run in fresh processes, alternated, and
 the medians are compared, because this kind of machine moves by 20-30% within minutes.
 
-    make bench              # the full run (about 3 minutes, after .venv-bench is made); writes this page
+    make bench              # the full run (about 5 minutes, after .venv-bench is made); writes this page
     make bench ARGS=--quick # a smoke run
 
 The budgets are named constants in `tests/perf/budgets.py`; table 0 says which are met. The delivery engine has a

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 from cloudevents.core.v1.event import CloudEvent
+from eventbus.contract import to_kafka_record
 from eventbus.kafka_settings import KafkaSettings
 from eventbus.producer import NOT_ACKNOWLEDGED, EventProducer
-from eventbus.records import to_kafka_record
 from localbus.processes import free_port
 from observability import Telemetry, TelemetrySettings
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

@@ -57,8 +57,7 @@ class TestDebezium:
             (b"[1]", KEY, "not a JSON object"),
             (envelope("z"), KEY, "unknown op"),
             (json.dumps({"op": "c"}).encode(), KEY, "no source"),
-            (envelope("c", after={"id": 1}), None, "no primary key"),
-            (envelope("c", after={"id": 1}), b'"scalar"', "no primary key"),
+            (envelope("c", after={"id": 1}), b'"scalar"', "not a JSON object"),
             (envelope("c", after=[1]), KEY, "before/after"),
         ],
     )
@@ -159,7 +158,7 @@ def test_bad_settings_fail_with_one_line(variable, value):
 
 class TestReviewedEdges:
     def test_lambda_events_carry_binary_as_base64_and_it_stays_json(self):
-        from eventbus.records import to_kafka_record
+        from eventbus.contract import to_kafka_record
 
         record = {
             "eventName": "INSERT",
@@ -185,11 +184,19 @@ class TestReviewedEdges:
         value = to_kafka_record(to_cloud_event(change, "cdc"), "t", change.key_text).value
         assert json.loads(value)["after"]["id"] == "AQI="
 
-    def test_debezium_servers_default_kinesis_partition_key_is_no_key(self):
+    @pytest.mark.parametrize("key", [None, b"default", b"null"], ids=["null key", "kinesis default", "json null"])
+    def test_a_change_of_a_table_without_a_primary_key_is_published_keyed_by_its_table(self, key):
+        """Debezium documents keyless tables: a null record key (Kafka), `default` as the partition key
+        (Debezium Server's Kinesis sink). They are changes like any other, ordered per table."""
+        change = debezium.decode(envelope("c", after={"id": 1}), key)
+        assert change.key == {}
+        assert change.key_text == '{"table":"customers"}'
+        event = to_cloud_event(change, "cdc")
+        assert event.get_subject() == event.get_extension("partitionkey") == '{"table":"customers"}'
+        assert event.get_data()["after"] == {"id": 1}
+        assert event.get_data()["key"] == {}
         truncate = debezium.decode(envelope("t"), b"default")
         assert truncate.key == {"table": "customers"}
-        with pytest.raises(UndecodableChangeError, match="no primary key"):
-            debezium.decode(envelope("c", after={"id": 1}), b"default")
 
     def test_two_changes_in_one_millisecond_without_lsn_get_different_ids(self):
         def sqlserver(change_lsn: str) -> bytes:

@@ -4,7 +4,9 @@
 The documented rules: a tombstone (a null value, which follows a delete so that log compaction can drop the
 key) publishes nothing, since the delete event already did; a truncate (`t`) concerns the whole table, so it
 is published as `<prefix>.<table>.truncated` keyed by the table; a logical decoding message (`m`) is
-published as `<prefix>.<connector>.message` keyed by its prefix.
+published as `<prefix>.<connector>.message` keyed by its prefix. A change of a table without a primary key
+(a null record key; Debezium Server's Kinesis sink puts `default` in the partition key) is published with an
+empty `key`, keyed by its table: the table's keyless changes keep their order, on one partition.
 """
 
 from __future__ import annotations
@@ -43,16 +45,20 @@ def _position(source: Mapping[str, Any]) -> str:
     return f"ts:{source.get('ts_ms')}"
 
 
+KEYLESS_PARTITION_KEY = b"default"
+"""What Debezium Server's Kinesis sink puts in the partition key of a record without a key (its `null.key`)."""
+
+
 def _row_key(key: bytes | None) -> dict[str, Any]:
-    """The row's primary key from the record key. Debezium Server's Kinesis sink puts the key's JSON in the
-    partition key, and a constant ("default") for keyless records: that is no key."""
-    try:
-        row_key = parse_json(key, "record key")
-    except UndecodableChangeError:
-        row_key = None
-    if isinstance(row_key, Mapping) and row_key:
-        return dict(row_key)
-    raise UndecodableChangeError("the change has no primary key (the record key is missing or not a JSON object)")
+    """The row's primary key from the record key (its JSON); empty for a table without one."""
+    if key is None or key.strip() in (b"", KEYLESS_PARTITION_KEY):
+        return {}
+    row_key = parse_json(key, "record key")
+    if row_key is None:  # a key of JSON null
+        return {}
+    if not isinstance(row_key, Mapping):
+        raise UndecodableChangeError("the record key is not a JSON object (Debezium keys a row by its primary key)")
+    return dict(row_key)
 
 
 def decode(

@@ -1,18 +1,21 @@
-"""A change as a CloudEvent: type `<prefix>.<table>.<operation>`, keyed by the row's primary key, `time` the
-source change time, an id stable across redeliveries (so consumers deduplicate them)."""
+"""A change as a CloudEvent: type `<prefix>.<table>.<operation>`, keyed by the row's primary key (a table's
+keyless changes and its truncates by the table), `time` the source change time, an id stable across
+redeliveries (so consumers deduplicate them). Built through the event contract, so the events CDC publishes
+follow the rules ingest and the consumer check."""
 
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudevents.core.v1.event import CloudEvent
+from eventbus.contract import Event, make_event, timestamp
 
 from cdc.model import Change
 
 
-def to_cloud_event(change: Change, prefix: str) -> CloudEvent:
+def to_cloud_event(change: Change, prefix: str) -> Event:
     # stable across redeliveries, distinct for two changes of one row (the source block differs: LSN, binlog
     # position, SCN, change_lsn, ordinal...; DynamoDB: the sequence number)
     where = change.identity or change.position
@@ -21,13 +24,17 @@ def to_cloud_event(change: Change, prefix: str) -> CloudEvent:
         "specversion": "1.0",
         "id": hashlib.sha256(identity.encode()).hexdigest()[:32],
         "type": f"{prefix}.{change.table}.{change.operation}",
-        "source": "/cdc/" + "/".join(part for part in (change.connector, change.database, change.table) if part),
+        # a URI-reference: each name percent-encoded (a table name may hold spaces)
+        "source": "/cdc/"
+        + "/".join(
+            urllib.parse.quote(part, safe="") for part in (change.connector, change.database, change.table) if part
+        ),
         "subject": change.key_text,
         "datacontenttype": "application/json",
         "partitionkey": change.key_text,
     }
     if change.source_time_ms is not None:
-        attributes["time"] = datetime.fromtimestamp(change.source_time_ms / 1000, UTC)
+        attributes["time"] = timestamp(datetime.fromtimestamp(change.source_time_ms / 1000, UTC))
     data: dict[str, Any] = {
         "connector": change.connector,
         "table": change.table,
@@ -44,4 +51,4 @@ def to_cloud_event(change: Change, prefix: str) -> CloudEvent:
         data["database"] = change.database
     if change.schema:
         data["schema"] = change.schema
-    return CloudEvent(attributes, data)
+    return make_event(attributes, data)

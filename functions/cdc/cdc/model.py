@@ -33,7 +33,7 @@ class Change:
     connector: str
     table: str
     operation: str  # created | updated | deleted | snapshot | truncated | message
-    key: dict[str, Any]
+    key: dict[str, Any]  # the primary key; empty when the table has none
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
     source_time_ms: int | None = None
@@ -52,5 +52,7 @@ class Change:
 
     @property
     def key_text(self) -> str:
-        """The Kafka key: the primary key as canonical JSON, so a row's changes share a partition."""
-        return json.dumps(self.key, sort_keys=True, separators=(",", ":"), default=str)
+        """The Kafka key: the primary key as canonical JSON, so a row's changes share a partition; for a table
+        without a primary key, the table (`{"table": ...}`, as a truncate), so its changes share one."""
+        key = self.key or {"table": self.table}
+        return json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)

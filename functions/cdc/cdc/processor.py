@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventbus.contract import to_kafka_record
 from eventbus.dead_letters import DeadLetterQueue, fit
 from eventbus.producer import EventProducer
-from eventbus.records import to_kafka_record
 from observability import Telemetry
 from observability.tracing import kafka_headers_as_text
 from observability.tracing.propagation import span_context_of

@@ -18,15 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
-from cloudevents.core.bindings import kafka as kafka_binding
-from cloudevents.core.v1.event import CloudEvent
-from eventbus.checks import describe, identity_problem
-from eventbus.records import EVENT_FORMAT
+from eventbus.contract import ContractError, UnsupportedFormatError, make_event, read_kafka
 
 from consumer.errors import ConsumerError
-
-STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
-BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
 class PoisonRecordError(ConsumerError):
@@ -113,31 +107,26 @@ def _is_byte(value: object) -> bool:
 
 
 def to_cloud_event(raw: RawRecord, *, max_bytes: int, plain_event_type: str) -> BaseCloudEvent | None:
-    """The record's CloudEvent, None for a tombstone; PoisonRecordError otherwise.
-
-    The mode follows the Kafka protocol binding: a CloudEvents content type means structured mode, else
-    any `ce_*` header means binary mode."""
+    """The record's CloudEvent as the event contract reads it (`eventbus.contract.read_kafka`), a plain JSON
+    value wrapped in one, None for a tombstone; PoisonRecordError otherwise."""
     if raw.size > max_bytes:
         raise PoisonRecordError(f"the record is {raw.size} bytes; the limit is {max_bytes}")
-    content_type = (raw.header("content-type") or b"").decode("utf-8", errors="replace").split(";")[0].strip().lower()
-    if content_type == BATCH_CONTENT_TYPE:
-        raise PoisonRecordError("a CloudEvents batch is not a Kafka record format")
-    has_ce_headers = any(name.lower().startswith("ce_") for name, _ in raw.headers)
-    if has_ce_headers and content_type != STRUCTURED_CONTENT_TYPE:
-        return _checked(_binary(raw))
+    try:
+        event = read_kafka(raw.headers, raw.value)
+    except UnsupportedFormatError as error:
+        raise PoisonRecordError(error.reason) from None
+    except ContractError as error:
+        raise PoisonRecordError(f"invalid CloudEvent: {error.reason}") from None
+    if event is not None:
+        return event
     if raw.value is None:
-        if content_type == STRUCTURED_CONTENT_TYPE:
-            raise PoisonRecordError("a structured CloudEvent record has no value")
         return None
     try:
         document = json.loads(raw.value)
-    except (ValueError, UnicodeDecodeError):
-        reason = "the structured CloudEvent is not JSON" if content_type == STRUCTURED_CONTENT_TYPE else None
-        raise PoisonRecordError(reason or "the record is neither a CloudEvent nor JSON") from None
-    if content_type == STRUCTURED_CONTENT_TYPE or (isinstance(document, dict) and "specversion" in document):
-        return _checked(_structured(document))
-    return _checked(
-        CloudEvent(
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise PoisonRecordError("the record is neither a CloudEvent nor JSON") from None
+    try:
+        return make_event(
             {
                 "specversion": "1.0",
                 "id": f"{raw.topic}-{raw.partition}-{raw.offset}",
@@ -147,44 +136,5 @@ def to_cloud_event(raw: RawRecord, *, max_bytes: int, plain_event_type: str) -> 
             },
             document,
         )
-    )
-
-
-def _binary(raw: RawRecord) -> BaseCloudEvent:
-    headers = {name.lower(): value for name, value in raw.headers}
-    try:
-        headers_text = {name: value.decode("utf-8") for name, value in headers.items()}
-    except UnicodeDecodeError:
-        raise PoisonRecordError("a ce_* header is not UTF-8") from None
-    if "ce_specversion" not in headers_text:
-        raise PoisonRecordError("invalid CloudEvent: ce_* headers without ce_specversion")
-    if headers_text.get("ce_specversion") != "1.0":
-        raise PoisonRecordError(f"specversion must be 1.0, got {headers_text.get('ce_specversion')!r}")
-    if "ce_id" not in headers_text:  # the SDK would make one up, and every redelivery would differ
-        raise PoisonRecordError("invalid CloudEvent: the ce_id header is missing")
-    try:
-        message = kafka_binding.KafkaMessage(headers=headers, key=raw.key, value=raw.value or b"")
-        parsed = kafka_binding.from_binary(message, EVENT_FORMAT, CloudEvent)
-    except Exception as error:
-        raise PoisonRecordError(f"invalid CloudEvent: {describe(error)}") from None
-    return parsed
-
-
-def _structured(document: object) -> BaseCloudEvent:
-    if not isinstance(document, dict):
-        raise PoisonRecordError("a structured CloudEvent must be a JSON object")
-    if document.get("specversion") != "1.0":
-        raise PoisonRecordError(f"specversion must be 1.0, got {document.get('specversion')!r}")
-    if "id" not in document:
-        raise PoisonRecordError("invalid CloudEvent: attribute 'id' is missing")
-    try:
-        return EVENT_FORMAT.read(CloudEvent, json.dumps(document))
-    except Exception as error:
-        raise PoisonRecordError(f"invalid CloudEvent: {describe(error)}") from None
-
-
-def _checked(event: BaseCloudEvent) -> BaseCloudEvent:
-    problem = identity_problem(event)
-    if problem:
-        raise PoisonRecordError(f"invalid CloudEvent: {problem}")
-    return event
+    except ContractError as error:
+        raise PoisonRecordError(f"the plain JSON record cannot be wrapped in a CloudEvent: {error.reason}") from None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
+from eventbus.contract import TypePattern, canonical
 from observability import ConfigError
 
 TARGET_TYPES = {"sqs": "url", "sns": "arn", "webhook": "url", "kafka": "topic"}
@@ -47,19 +48,19 @@ class Subscription:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_concurrency: int = 16
     """Webhooks: requests in flight at once (one key's events are still sent one after another)."""
+    _pattern: TypePattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_pattern", TypePattern(self.event_type))
 
     def matches(self, event: BaseCloudEvent) -> bool:
-        event_type = event.get_type()
-        if self.event_type.endswith("*"):
-            if not event_type.startswith(self.event_type[:-1]):
-                return False
-        elif event_type != self.event_type:
+        if not self._pattern.matches(event.get_type()):
             return False
         if self.source is not None and event.get_source() != self.source:
             return False
         attributes = event.get_attributes()
         return all(
-            name in attributes and _canonical(attributes[name]) == value for name, value in self.attributes.items()
+            name in attributes and canonical(attributes[name]) == value for name, value in self.attributes.items()
         )
 
 
@@ -117,7 +118,7 @@ def _subscription(item: Any, index: int, origin: str, expected: str) -> Subscrip
         name=name,
         event_type=match["type"],
         source=source,
-        attributes={key: _canonical(value) for key, value in attributes.items()},
+        attributes={key: canonical(value) for key, value in attributes.items()},
         target=Target(target["type"], address, target.get("secret_arn")),
         ordering=ordering,
         retry=_retry_policy(item.get("retry_policy", {}), fail),
@@ -139,12 +140,6 @@ def _retry_policy(policy: object, fail: Callable[[str], ConfigError]) -> RetryPo
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _canonical(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def matching(subscriptions: Sequence[Subscription], event: BaseCloudEvent) -> list[Subscription]:

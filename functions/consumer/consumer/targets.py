@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
+from eventbus.contract import EVENT_FORMAT, to_kafka_record
 from eventbus.producer import EventProducer
-from eventbus.records import to_kafka_record
 from opentelemetry.context import Context
 
 from consumer.errors import ConsumerError
@@ -50,9 +50,8 @@ class DeliveryError(ConsumerError):
 
 
 def structured_body(event: BaseCloudEvent) -> bytes:
-    """The event in CloudEvents' structured JSON format (what SQS, SNS and webhooks receive)."""
-    from eventbus.records import EVENT_FORMAT
-
+    """The event in CloudEvents' structured JSON format (what SQS, SNS and webhooks receive): its attributes as
+    they came, its data by its content type (JSON, text, or `data_base64`)."""
     return EVENT_FORMAT.write(event)
 
 
@@ -162,7 +161,7 @@ class Deliverer:
         if self._producer is None:
             return [DeliveryError("no Kafka producer is configured", transient=False)] * len(outbounds)
         topic = subscription.target.address
-        records = [to_kafka_record(outbound.event, topic, _kafka_key(outbound.event)) for outbound in outbounds]
+        records = [to_kafka_record(outbound.event, topic) for outbound in outbounds]
         deliveries = self._producer().send(
             records, timeout_s=self._webhook_timeout_s, parents=[parent or Context() for parent in parents]
         )
@@ -268,10 +267,6 @@ class Deliverer:
             ) from None
         except BotoCoreError as error:  # endpoint unreachable, timeouts
             raise DeliveryError(f"{type(error).__name__}: {error}", transient=True) from None
-
-
-def _kafka_key(event: BaseCloudEvent) -> str:
-    return str(event.get_extension("partitionkey") or event.get_subject() or event.get_id())
 
 
 def _attributes(event: BaseCloudEvent, trace_headers: Mapping[str, str]) -> dict[str, dict[str, str]]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudevents.core.v1.event import CloudEvent
+from eventbus.contract import ContractError, make_event, timestamp
 from eventbus.producer import ProducerFailedError
 from observability import HttpRequest, Telemetry, parse_api_gateway_event
 from observability.types import LambdaContext
@@ -135,17 +135,20 @@ class Api:
     def demo_events(self, call: Call) -> dict[str, Any]:
         """GET /api/events?type=&source=: produce a demo event through the same path as POST /events."""
         query = call.query
-        event = CloudEvent(
-            {
-                "specversion": "1.0",
-                "id": str(uuid.uuid4()),
-                "type": query.get("type") or "demo.event",
-                "source": query.get("source") or "/demo",
-                "time": datetime.now(UTC),
-                "datacontenttype": "application/json",
-            },
-            {"message": "demo event", "requested_at": datetime.now(UTC).isoformat()},
-        )
+        try:
+            event = make_event(
+                {
+                    "specversion": "1.0",
+                    "id": str(uuid.uuid4()),
+                    "type": query.get("type") or "demo.event",
+                    "source": query.get("source") or "/demo",
+                    "time": timestamp(datetime.now(UTC)),
+                    "datacontenttype": "application/json",
+                },
+                {"message": "demo event", "requested_at": datetime.now(UTC).isoformat()},
+            )
+        except ContractError as error:
+            raise MalformedRequestError(error.reason) from None
         return accepted(self.service.accept([event], self._time_left(call)))
 
     def demo_kafka(self, call: Call) -> dict[str, Any]:
@@ -156,7 +159,7 @@ class Api:
         topic = call.query.get("topic") or self.service.settings.default_topic
         if not _TOPIC.match(topic):
             raise MalformedRequestError(f"{topic!r} is not a Kafka topic name ([a-zA-Z0-9._-], 1-249 chars)")
-        event = CloudEvent(
+        event = make_event(
             {"specversion": "1.0", "id": str(uuid.uuid4()), "type": "demo.kafka", "source": "/demo/kafka"},
             {"message": "demo record"},
         )

@@ -1,12 +1,14 @@
-"""HTTP request -> CloudEvents, with the CloudEvents SDK's HTTP binding.
+"""HTTP request -> CloudEvents, through the bus's event contract (`eventbus.contract`).
 
-Accepted:
-- structured mode: `Content-Type: application/cloudevents+json`, the event as a JSON object;
-- binary mode: `ce-*` headers for the attributes, the body as the data (any content type);
-- batch mode: `Content-Type: application/cloudevents-batch+json`, a JSON array of structured events;
+The content mode is decided by Content-Type first (HTTP binding §3):
+- structured mode: `Content-Type: application/cloudevents+json`, the event as a JSON object (`ce-` headers, if
+  any, are ignored);
+- batch mode: `Content-Type: application/cloudevents-batch+json`, a JSON array of structured events (`[]` is a
+  valid batch of none);
+- binary mode: any other Content-Type with `ce-*` headers for the attributes, the body as the data;
 - plain JSON: `Content-Type: application/json` without `ce-*` headers, the body as the data of one event
   whose `type` and `source` come from the query string (`?type=...&source=...`, optional `subject` and
-  `id`; a missing id becomes a UUID).
+  `id`; a missing id becomes a UUID, and `time` is when ingest received it).
 Only CloudEvents 1.0 is accepted. An event may nest at most MAX_JSON_DEPTH levels (the event object is level
 1, or the body itself for plain JSON; a batch's array is not counted), and its text must be Unicode (no lone
 surrogates, even inside `data`).
@@ -23,16 +25,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cloudevents.core.base import BaseCloudEvent
-from cloudevents.core.bindings.http import HTTPMessage, from_binary
-from cloudevents.core.v1.event import CloudEvent
-from eventbus.checks import describe, identity_problem, text_problem, time_problem
-from eventbus.records import EVENT_FORMAT
+from eventbus.contract import (
+    BATCH,
+    STRUCTURED,
+    ContractError,
+    Event,
+    UnsupportedFormatError,
+    http_mode,
+    make_event,
+    read_binary,
+    read_structured,
+    text_problem,
+    timestamp,
+)
 
 from ingest.errors import MalformedRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 
-STRUCTURED = "application/cloudevents+json"
-BATCH = "application/cloudevents-batch+json"
 PLAIN_JSON = "application/json"
 SUPPORTED = (STRUCTURED, BATCH, "binary mode (ce-* headers)", f"{PLAIN_JSON} with ?type=&source=")
 MAX_BATCH_EVENTS = 500
@@ -78,25 +86,26 @@ def read_request(event: Mapping[str, Any], headers: dict[str, str], max_bytes: i
     )
 
 
-def parse_events(request: IncomingRequest) -> list[BaseCloudEvent]:
+def parse_events(request: IncomingRequest) -> list[Event]:
     """The request's events; MalformedRequestError or UnsupportedMediaTypeError explain what is wrong."""
-    if any(name.startswith("ce-") for name in request.headers):
-        return [_binary(request)]
-    media_type = request.media_type
-    if media_type == STRUCTURED:
+    try:
+        mode = http_mode(request.headers)
+    except UnsupportedFormatError as error:
+        raise UnsupportedMediaTypeError(f"{error.reason}; send one of: {', '.join(SUPPORTED)}") from None
+    if mode == "structured":
         return [_structured(_json(request.body), index=None, walk=_needs_walk(request.body))]
-    if media_type == BATCH:
+    if mode == "batch":
         items = _json(request.body)
         if not isinstance(items, list):
             raise MalformedRequestError("a batch must be a JSON array of CloudEvents")
-        if not items:
-            raise MalformedRequestError("the batch is empty")
         if len(items) > MAX_BATCH_EVENTS:
             raise PayloadTooLargeError(f"the batch has {len(items)} events; the limit is {MAX_BATCH_EVENTS}")
         return _batch(items, walk=_needs_walk(request.body))
-    if media_type == PLAIN_JSON:
+    if mode == "binary":
+        return [_binary(request)]
+    if request.media_type == PLAIN_JSON:
         return [_plain(request)]
-    shown = media_type or "no Content-Type"
+    shown = request.media_type or "no Content-Type"
     raise UnsupportedMediaTypeError(f"{shown} is not accepted; send one of: {', '.join(SUPPORTED)}")
 
 
@@ -144,44 +153,20 @@ def json_problem(value: object, max_depth: int) -> str | None:
     return None
 
 
-def _check_present(attributes: Mapping[str, Any], name: str) -> None:
-    """The SDK would make up a missing id; a client's retry would then be a different event."""
-    if name not in attributes:
-        raise MalformedRequestError(f"attribute {name!r} is required")
-
-
-def _check_specversion(value: object) -> None:
-    if value != "1.0":
-        raise MalformedRequestError(f"specversion must be '1.0', got {value!r}")
-
-
-def _structured(item: object, index: int | None, *, walk: bool = True) -> BaseCloudEvent:
+def _structured(item: object, index: int | None, *, walk: bool = True) -> Event:
     where = "" if index is None else f"event {index}: "
-    if not isinstance(item, dict):
-        raise MalformedRequestError(f"{where}a structured CloudEvent must be a JSON object")
     try:
-        if walk:
+        if walk and isinstance(item, dict):
             _check_json(item, "the event")
-        _check_structured(item)
-        return _checked(EVENT_FORMAT.read(CloudEvent, json.dumps(item)))
+        return read_structured(item)
     except MalformedRequestError as error:
         raise MalformedRequestError(where + error.detail) from None
-    except Exception as error:  # the SDK's validation errors, bad time strings, bad base64 ...
-        raise MalformedRequestError(f"{where}{describe(error)}") from None
+    except ContractError as error:
+        raise MalformedRequestError(where + error.reason) from None
 
 
-def _check_structured(item: dict[str, Any]) -> None:
-    _check_specversion(item.get("specversion"))
-    _check_present(item, "id")
-    problem = time_problem(item.get("time"))
-    if problem:
-        raise MalformedRequestError(problem)
-    if "data" in item and "data_base64" in item:
-        raise MalformedRequestError("data and data_base64 are mutually exclusive")
-
-
-def _batch(items: list[Any], *, walk: bool) -> list[BaseCloudEvent]:
-    events: list[BaseCloudEvent] = []
+def _batch(items: list[Any], *, walk: bool) -> list[Event]:
+    events: list[Event] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
@@ -197,34 +182,27 @@ def _batch(items: list[Any], *, walk: bool) -> list[BaseCloudEvent]:
     return events
 
 
-def _binary(request: IncomingRequest) -> BaseCloudEvent:
-    _check_specversion(request.headers.get("ce-specversion"))
-    _check_present({name.removeprefix("ce-"): value for name, value in request.headers.items()}, "id")
-    problem = time_problem(request.headers.get("ce-time"))
-    if problem:
-        raise MalformedRequestError(problem)
+def _binary(request: IncomingRequest) -> Event:
+    """Binary mode: the data is kept as the bytes that were sent (no JSON round trip on the way to Kafka)."""
     try:
-        parsed = from_binary(HTTPMessage(headers=request.headers, body=request.body), EVENT_FORMAT, CloudEvent)
-        # binary mode carries the data as opaque bytes: keep them exactly as sent (no JSON round trip)
-        event = CloudEvent(parsed.get_attributes(), request.body or None)
-    except Exception as error:
-        raise MalformedRequestError(describe(error)) from None
-    return _checked(event)
+        return read_binary(request.headers, request.body)
+    except ContractError as error:
+        raise MalformedRequestError(error.reason) from None
 
 
-def _plain(request: IncomingRequest) -> BaseCloudEvent:
+def _plain(request: IncomingRequest) -> Event:
     event_type, source = request.query.get("type"), request.query.get("source")
     if not event_type or not source:
         raise MalformedRequestError(
             "a plain application/json body needs the event's type and source in the query string "
             "(?type=...&source=...), or send a CloudEvent (application/cloudevents+json or ce-* headers)"
         )
-    attributes: dict[str, Any] = {
+    attributes: dict[str, object] = {
         "specversion": "1.0",
         "id": request.query.get("id") or str(uuid.uuid4()),
         "type": event_type,
         "source": source,
-        "time": datetime.now(UTC),
+        "time": timestamp(datetime.now(UTC)),
         "datacontenttype": PLAIN_JSON,
     }
     if request.query.get("subject"):
@@ -233,30 +211,6 @@ def _plain(request: IncomingRequest) -> BaseCloudEvent:
     if _needs_walk(request.body):
         _check_json(data, "the body")
     try:
-        return _checked(CloudEvent(attributes, data))
-    except MalformedRequestError:
-        raise
-    except Exception as error:
-        raise MalformedRequestError(describe(error)) from None
-
-
-CORE_ATTRIBUTES = frozenset({"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"})
-INT32 = range(-(2**31), 2**31)
-
-
-def _checked(event: BaseCloudEvent) -> BaseCloudEvent:
-    """Checks the SDK leaves to us: the identifying attributes are non-empty strings, every attribute's text
-    is valid Unicode (no lone surrogates, which Kafka headers could not carry) without control characters,
-    and extension values have a CloudEvents type (string, 32-bit integer, boolean; not objects, arrays or
-    floats)."""
-    problem = identity_problem(event)
-    if problem:
-        raise MalformedRequestError(problem)
-    for name, value in event.get_attributes().items():
-        if name not in CORE_ATTRIBUTES and value is not None and not isinstance(value, str):
-            valid = isinstance(value, bool) or (isinstance(value, int) and value in INT32)
-            if not valid:
-                raise MalformedRequestError(
-                    f"extension {name!r} must be a string, a 32-bit integer or a boolean, got {type(value).__name__}"
-                )
-    return event
+        return make_event(attributes, data)
+    except ContractError as error:
+        raise MalformedRequestError(error.reason) from None

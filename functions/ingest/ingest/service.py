@@ -14,12 +14,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
+from eventbus.contract import partition_key, to_kafka_record
 from eventbus.idempotency import Claim, ClaimState, Idempotency
 from eventbus.producer import DELIVERED, NOT_SENT, UNKNOWN, Delivery, EventProducer
-from eventbus.records import KafkaRecord, to_kafka_record
+from eventbus.records import KafkaRecord
 
 from ingest.errors import ConflictError, UnavailableError
-from ingest.routing import TopicRouter, partition_key
+from ingest.routing import TopicRouter
 from ingest.settings import IngestSettings
 from ingest.validation import SchemaRegistry, check_batch, ensure_unique_ids
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
+from eventbus.contract import data_value, is_json_data
 from eventbus.records import KafkaRecord
 
 from ingest.errors import MalformedRequestError, PayloadTooLargeError, SchemaViolationError
@@ -38,13 +39,12 @@ class SchemaRegistry:
             return
         from fastjsonschema import JsonSchemaValueException
 
-        data = event.get_data()
-        if isinstance(data, (bytes, str)):
+        if not is_json_data(event):
             raise SchemaViolationError(
                 f"the data of {event.get_type()} must be JSON (datacontenttype application/json)"
             )
         try:
-            validator(data)
+            validator(data_value(event))
         except JsonSchemaValueException as error:
             where = error.name or "data"
             raise SchemaViolationError(f"{where}: {error.message}") from None

@@ -1,0 +1,620 @@
+"""The event contract against the specifications, through the real handlers: IngestFunction over HTTP to the
+real broker, KafkaConsumerFunction over batches shaped as the event source mapping sends them (MSK and
+self-managed) to SQS (moto) and a real webhook.
+
+Every case names where its rule comes from: the CloudEvents specification (`spec.md`), its JSON event format
+(`json-format.md`), its HTTP and Kafka protocol bindings, or a scenario of the CloudEvents conformance suite
+(github.com/cloudevents/conformance, `features/*.feature`), whose inputs are reproduced as it states them.
+CDC's cases (Debezium's keyless tables) are in test_cdc.py with the rest of CDC's harness.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from localbus.context import LambdaContext
+from localbus.kafka_events import lambda_event, lambda_record
+from localbus.webhook import WebhookReceiver
+from moto import mock_aws
+from support.consumer import raw_record
+from support.functions import load_function
+from support.moto import use_moto_credentials
+
+pytestmark = pytest.mark.servers
+
+REGION = "us-east-1"
+SECRET = "conformance-secret"
+HELLO = b'{\n    "message": "Hello World!"\n}'
+"""The conformance suite's data, as its HTTP scenarios send it."""
+
+
+@dataclass
+class Bus:
+    """Ingest producing every event to one topic, and a consumer delivering every event to SQS and a webhook."""
+
+    ingest: ModuleType
+    consumer: ModuleType
+    topic: str
+    sqs: Any
+    queue: str
+    dlq: str
+    webhook: WebhookReceiver
+    reader: Consumer
+    seen: dict[str, Message] = field(default_factory=dict)
+    offsets: Iterator[int] = field(default_factory=lambda: iter(range(1_000, 10**9, 10)))
+
+    def post(self, body: bytes | str, headers: dict[str, str]) -> tuple[int, Any]:
+        raw = body if isinstance(body, bytes) else body.encode()
+        request = {
+            "resource": "/events",
+            "path": "/events",
+            "httpMethod": "POST",
+            "headers": headers,
+            "requestContext": {"requestId": uuid.uuid4().hex},
+            "body": base64.b64encode(raw).decode(),
+            "isBase64Encoded": True,
+        }
+        response = self.ingest.handler(request, LambdaContext(function_name="ingest"))
+        return response["statusCode"], json.loads(response["body"])
+
+    def on_kafka(self, event_id: str, timeout_s: float = 10.0) -> Message:
+        """The record ingest produced for this event id, read from the broker."""
+        if not self.reader.assignment():  # the topic exists once ingest has produced to it
+            partitions = self.reader.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+            self.reader.assign([TopicPartition(self.topic, number, OFFSET_BEGINNING) for number in partitions])
+        polls = int(timeout_s / 0.2)
+        while event_id not in self.seen and polls > 0:
+            polls -= 1
+            message = self.reader.poll(0.2)
+            if message is not None and not message.error():
+                headers = dict(message.headers() or [])
+                self.seen[(headers.get("ce_id") or b"").decode()] = message
+        return self.seen[event_id]
+
+    def deliver(self, records: list[dict[str, Any]], source: str = "aws:kafka") -> dict[str, Any]:
+        """Run the consumer over the records; what reached SQS and the webhook, by event id, and the dead
+        letters, by offset."""
+        hooked = len(self.webhook.received)
+        response = self.consumer.handler(lambda_event(records, source=source), LambdaContext(function_name="c"))
+        assert response == {"batchItemFailures": []}
+        queued = [json.loads(message["Body"]) for message in drain(self.sqs, self.queue)]
+        hooks = [delivery["event"] for delivery in self.webhook.received[hooked:]]
+        letters = [json.loads(message["Body"]) for message in drain(self.sqs, self.dlq)]
+        delivered = {document["id"]: document for document in queued}
+        assert delivered == {document["id"]: document for document in hooks}, "SQS and the webhook get the same"
+        return {
+            "delivered": delivered,
+            "dead": {letter["offset"]: letter["reason"] for letter in letters},
+        }
+
+    def record(self, value: bytes | None, headers: list[tuple[str, bytes]], key: bytes | None = None) -> dict:
+        return raw_record(self.topic, next(self.offsets), value, headers, key=key)
+
+
+def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        found.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+def bus(kafka_bootstrap: str) -> Iterator[Bus]:
+    topic = f"conformance-{uuid.uuid4().hex[:8]}"
+    webhook = WebhookReceiver(SECRET)
+    with pytest.MonkeyPatch.context() as monkeypatch, mock_aws():
+        use_moto_credentials(monkeypatch, REGION)
+        sqs = boto3.client("sqs", region_name=REGION)
+        queue, dlq = sqs.create_queue(QueueName="all")["QueueUrl"], sqs.create_queue(QueueName="dlq")["QueueUrl"]
+        common = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "OTEL_TRACES_EXPORTER": "none"}
+        ingest = load_function("ingest", "ingest", {**common, "TOPIC_ROUTES": json.dumps({"*": topic})}, monkeypatch)
+        subscriptions = [
+            {"name": "queue", "match": {"type": "*"}, "target": {"type": "sqs", "url": queue}},
+            {"name": "hook", "match": {"type": "*"}, "target": {"type": "webhook", "url": webhook.start()}},
+        ]
+        environment = {**common, "SUBSCRIPTIONS": json.dumps(subscriptions), "DLQ_URL": dlq, "WEBHOOK_SECRET": SECRET}
+        consumer = load_function("consumer", "consumer", environment, monkeypatch)
+        reader = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"conformance-{uuid.uuid4().hex}"})
+        try:
+            yield Bus(ingest, consumer, topic, sqs, queue, dlq, webhook, reader)
+        finally:
+            reader.close()
+            webhook.stop()
+
+
+def ce_headers(message: Message) -> dict[str, str]:
+    """A record's attributes as it carries them: `ce_*` headers and content-type, decoded."""
+    return {
+        name: value.decode()
+        for name, value in message.headers() or []
+        if name.startswith("ce_") or name == "content-type"
+    }
+
+
+def unique(**attributes: Any) -> dict[str, Any]:
+    """A structured event with a fresh id (the consumer rightly skips an id it has delivered)."""
+    return {"specversion": "1.0", "id": uuid.uuid4().hex, **attributes}
+
+
+def accepted_and_delivered(bus: Bus, body: bytes | str, headers: dict[str, str], event_id: str) -> tuple:
+    status, answer = bus.post(body, headers)
+    assert status == 202, answer
+    message = bus.on_kafka(event_id)
+    outcome = bus.deliver([lambda_record(message)])
+    return message, outcome["delivered"][event_id]
+
+
+class TestConformanceSuiteOverHttp:
+    """features/http-protocol-binding.feature, then the same events on through the consumer."""
+
+    @pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+    def test_binary_content_mode(self, bus, content_type):
+        event_id = f"1234-1234-1234-{uuid.uuid4().hex}"
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-type": "com.example.someevent",
+            "ce-time": "2018-04-05T03:56:24Z",
+            "ce-id": event_id,
+            "ce-source": "/mycontext/subcontext",
+            "Content-Type": content_type,
+        }
+        message, delivered = accepted_and_delivered(bus, HELLO, headers, event_id)
+        expected = {
+            "id": event_id,
+            "specversion": "1.0",
+            "type": "com.example.someevent",
+            "source": "/mycontext/subcontext",
+            "time": "2018-04-05T03:56:24Z",
+            "datacontenttype": content_type,
+        }
+        assert message.value() == HELLO, "binary mode: the body goes to Kafka exactly as sent"
+        assert ce_headers(message) == {f"ce_{k}": v for k, v in expected.items() if k != "datacontenttype"} | {
+            "content-type": content_type
+        }
+        assert delivered == expected | {"data": {"message": "Hello World!"}}
+
+    @pytest.mark.parametrize(
+        "content_type", ["application/cloudevents+json", "application/cloudevents+json; charset=utf-8"]
+    )
+    def test_structured_content_mode(self, bus, content_type):
+        event = {
+            "specversion": "1.0",
+            "type": "com.example.someevent",
+            "time": "2018-04-05T03:56:24Z",
+            "id": f"1234-1234-1234-{uuid.uuid4().hex}",
+            "source": "/mycontext/subcontext",
+            "datacontenttype": "application/json",
+            "data": {"message": "Hello World!"},
+        }
+        _, delivered = accepted_and_delivered(
+            bus, json.dumps(event, indent=4), {"Content-Type": content_type}, event["id"]
+        )
+        assert delivered == event
+
+
+class TestAttributes:
+    def test_null_attributes_are_unset(self, bus):
+        """json-format.md §2.2: a null value is unset; §3.2's examples send `"subject": null`,
+        `"unsetextension": null`, and §2.3 lists `time` as null."""
+        event = unique(type="com.example.someevent", source="/mycontext", subject=None, time=None, unsetextension=None)
+        message, delivered = accepted_and_delivered(
+            bus, json.dumps(event), {"Content-Type": "application/cloudevents+json"}, event["id"]
+        )
+        assert set(ce_headers(message)) == {"ce_specversion", "ce_id", "ce_type", "ce_source"}
+        assert delivered == {
+            "specversion": "1.0",
+            "id": event["id"],
+            "type": "com.example.someevent",
+            "source": "/mycontext",
+        }
+
+    def test_no_attribute_is_invented_and_time_keeps_its_text(self, bus):
+        """spec.md, time: OPTIONAL, so an event without it stays without it (the SDK would stamp "now");
+        Type System: a Timestamp may be routed as its string through every hop, so its text is kept as sent."""
+        without_time = unique(type="t.untimed", source="/s")
+        fraction = unique(type="t.timed", source="/s", time="2018-04-05T03:56:24.000Z")
+        offset = unique(type="t.offset", source="/s", time="2018-04-05t05:56:24.123456789+02:00")
+        for event in (without_time, fraction, offset):
+            message, delivered = accepted_and_delivered(
+                bus, json.dumps(event), {"Content-Type": "application/cloudevents+json"}, event["id"]
+            )
+            assert delivered == event
+            assert ce_headers(message).get("ce_time") == event.get("time")
+
+    def test_the_kafka_key_does_not_become_an_attribute(self, bus):
+        """kafka-protocol-binding.md §3.1: a key mapper MUST NOT modify the event: ingest keys the record by
+        subject, and the consumer reads no `partitionkey` from the key."""
+        event = unique(type="t.keyed", source="/s", subject="order-7")
+        message, delivered = accepted_and_delivered(
+            bus, json.dumps(event), {"Content-Type": "application/cloudevents+json"}, event["id"]
+        )
+        assert message.key() == b"order-7"
+        assert delivered == event
+
+    def test_extension_values_travel_as_their_canonical_strings(self, bus):
+        """spec.md, Type System: Integer and Boolean have canonical strings, which Kafka's headers carry
+        (kafka-protocol-binding.md §3.2.3); the delivered event has them as strings."""
+        event = unique(type="t.ext", source="/s", count=5, flag=True, negative=-(2**31))
+        message, delivered = accepted_and_delivered(
+            bus, json.dumps(event), {"Content-Type": "application/cloudevents+json"}, event["id"]
+        )
+        assert {name: ce_headers(message)[f"ce_{name}"] for name in ("count", "flag", "negative")} == {
+            "count": "5",
+            "flag": "true",
+            "negative": "-2147483648",
+        }
+        assert delivered == event | {"count": "5", "flag": "true", "negative": "-2147483648"}
+
+    def test_uri_references_and_absolute_uris(self, bus):
+        """spec.md, source is a URI-reference and dataschema a URI (RFC 3986 §4.1, §4.3)."""
+        for source in ("urn:example:orders", "https://example.com/shop?region=eu#x", "/a%20b/c", "relative"):
+            event = unique(type="t.uri", source=source, dataschema="https://example.com/schema/v1.json")
+            status, answer = bus.post(json.dumps(event), {"Content-Type": "application/cloudevents+json"})
+            assert status == 202, (source, answer)
+
+
+class TestHttpModes:
+    def test_the_content_type_decides_structured_mode_even_with_ce_headers(self, bus):
+        """http-protocol-binding.md §3: the mode is read from Content-Type first; §3.2.3 lets a structured
+        message carry the binary headers too, and the body is what counts."""
+        event = unique(type="t.both", source="/body")
+        headers = {
+            "Content-Type": "application/cloudevents+json",
+            "ce-specversion": "1.0",
+            "ce-id": "from-a-header",
+            "ce-type": "t.header",
+            "ce-source": "/header",
+        }
+        _, delivered = accepted_and_delivered(bus, json.dumps(event), headers, event["id"])
+        assert delivered == event
+
+    def test_header_values_are_unquoted_and_percent_decoded(self, bus):
+        """http-protocol-binding.md §3.1.3.2: double-quoted values are unquoted (backslash escapes too), then
+        one round of percent-decoding; lower-case hex digits are accepted; its example of U+20AC and U+1F600."""
+        event_id = uuid.uuid4().hex
+        headers = {
+            "ce-specversion": "1.0",
+            "ce-id": event_id,
+            "ce-type": '"com.example.\\"quoted\\""',
+            "ce-source": "%2Fmy%2fsource",
+            "ce-subject": "Euro%20%E2%82%AC%20%f0%9f%98%80",
+            "ce-note": '"a b"',
+            "Content-Type": "text/plain",
+        }
+        _, delivered = accepted_and_delivered(bus, "hello", headers, event_id)
+        assert delivered == {
+            "specversion": "1.0",
+            "id": event_id,
+            "type": 'com.example."quoted"',
+            "source": "/my/source",
+            "subject": "Euro € 😀",
+            "note": "a b",
+            "datacontenttype": "text/plain",
+            "data": "hello",
+        }
+
+    def test_an_empty_batch_is_accepted_with_nothing_produced(self, bus):
+        """json-format.md §4.3: `[]` is an empty batch, "also valid in a request"."""
+        status, answer = bus.post("[]", {"Content-Type": "application/cloudevents-batch+json"})
+        assert (status, answer) == (202, {"accepted": [], "results": []})
+
+    def test_a_batch_is_read_as_structured_events(self, bus):
+        """json-format.md §4.1: an array of events in the JSON event format."""
+        events = [
+            unique(type="t.batch", source="/b", datacontenttype="application/json", data=[index]) for index in range(3)
+        ]
+        status, answer = bus.post(json.dumps(events), {"Content-Type": "application/cloudevents-batch+json"})
+        assert status == 202, answer
+        outcome = bus.deliver([lambda_record(bus.on_kafka(event["id"])) for event in events])
+        assert [outcome["delivered"][event["id"]] for event in events] == events
+
+
+class TestData:
+    """json-format.md §3.1: how data is written is decided by datacontenttype, not by the bytes."""
+
+    def test_binary_data_is_delivered_as_data_base64_even_when_it_is_utf8(self, bus):
+        event_id = uuid.uuid4().hex
+        headers = binary_headers(event_id, "application/octet-stream")
+        message, delivered = accepted_and_delivered(bus, b"plain ascii bytes", headers, event_id)
+        assert message.value() == b"plain ascii bytes"
+        assert "data" not in delivered
+        assert base64.b64decode(delivered["data_base64"]) == b"plain ascii bytes"
+
+    def test_binary_data_without_a_content_type_has_none_after_either(self, bus):
+        """§3.1.1: without datacontenttype no assumption is made, and none is added."""
+        event_id = uuid.uuid4().hex
+        _, delivered = accepted_and_delivered(bus, b"\x00\x01\xff", binary_headers(event_id, None), event_id)
+        assert "datacontenttype" not in delivered
+        assert base64.b64decode(delivered["data_base64"]) == b"\x00\x01\xff"
+
+    @pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "text/csv; charset=utf-8"])
+    def test_text_data_is_delivered_as_a_string(self, bus, content_type):
+        event_id = uuid.uuid4().hex
+        text = '<much wow="xml"/> ünïcode'
+        _, delivered = accepted_and_delivered(bus, text.encode(), binary_headers(event_id, content_type), event_id)
+        assert delivered["data"] == text
+
+    def test_json_data_of_a_json_subtype_is_delivered_as_json(self, bus):
+        """§3.1.1: `*/json` and `*/*+json` declare JSON."""
+        event_id = uuid.uuid4().hex
+        headers = binary_headers(event_id, "application/vnd.example+json")
+        _, delivered = accepted_and_delivered(bus, b'[1, "two", {"three": 3.5}]', headers, event_id)
+        assert delivered["data"] == [1, "two", {"three": 3.5}]
+
+    def test_data_base64_stays_binary_and_a_json_string_stays_a_string(self, bus):
+        """§3.1.2: data_base64 is decoded to bytes; a `data` string under a JSON type is a JSON string, not a
+        document to parse again."""
+        binary = unique(type="t.b64", source="/s", datacontenttype="image/png", data_base64="iVBORw0KGgo=")
+        string = unique(type="t.str", source="/s", datacontenttype="application/json", data='{"not": "parsed"}')
+        for event in (binary, string):
+            _, delivered = accepted_and_delivered(
+                bus, json.dumps(event), {"Content-Type": "application/cloudevents+json"}, event["id"]
+            )
+            assert delivered == event
+
+    def test_json_data_without_a_content_type_is_delivered_as_application_json(self, bus):
+        """§3.1.2: data with no datacontenttype is JSON, and an event re-serialised in another binding SHOULD
+        say so: the one attribute the bus adds (Kafka's content-type header)."""
+        event = unique(type="t.implied", source="/s", data={"k": 1})
+        message, delivered = accepted_and_delivered(
+            bus, json.dumps(event), {"Content-Type": "application/cloudevents+json"}, event["id"]
+        )
+        assert ce_headers(message)["content-type"] == "application/json"
+        assert delivered == event | {"datacontenttype": "application/json"}
+
+
+def binary_headers(event_id: str, content_type: str | None) -> dict[str, str]:
+    headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-type": "t.binary", "ce-source": "/s"}
+    return headers | ({"Content-Type": content_type} if content_type else {})
+
+
+STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+REJECTED = [
+    # each: why (the rule and where it is written), body, headers, the status, a part of the detail
+    (
+        "http §3.1.1: ce-datacontenttype in binary mode",
+        "{}",
+        binary_headers("x", "application/json") | {"ce-datacontenttype": "application/json"},
+        400,
+        "ce-datacontenttype header must not be present",
+    ),
+    ("http §3.1.3.2: overlong UTF-8", "x", binary_headers("x", "text/plain") | {"ce-subject": "%C0%A0"}, 400, "UTF-8"),
+    (
+        "http §3.1.3.2: an encoded surrogate",
+        "x",
+        binary_headers("x", "text/plain") | {"ce-subject": "%ED%A0%80"},
+        400,
+        "UTF-8",
+    ),
+    ("http §3.1.3.2: a lone percent", "x", binary_headers("x", "text/plain") | {"ce-subject": "100%"}, 400, "percent"),
+    (
+        "RFC 7230 §3.2.6: unterminated quote",
+        "x",
+        binary_headers("x", "text/plain") | {"ce-subject": '"abc'},
+        400,
+        "quoted",
+    ),
+    (
+        "spec Type System: a control character",
+        json.dumps(unique(type="t", source="/s", subject="a\u0007b")),
+        STRUCTURED,
+        400,
+        "U+0007",
+    ),
+    (
+        "spec Type System: a C1 control character",
+        json.dumps(unique(type="t", source="/s", ext="a\u0085")),
+        STRUCTURED,
+        400,
+        "U+0085",
+    ),
+    (
+        "spec Type System: a noncharacter",
+        json.dumps(unique(type="t", source="/s", subject="\ufdd0")),
+        STRUCTURED,
+        400,
+        "noncharacter",
+    ),
+    (
+        "spec Type System: a lone surrogate",
+        '{"specversion":"1.0","id":"i","type":"t","source":"/s","subject":"\\udead"}',
+        STRUCTURED,
+        400,
+        "surrogate",
+    ),
+    (
+        "spec source: not a URI-reference",
+        json.dumps(unique(type="t", source="my source")),
+        STRUCTURED,
+        400,
+        "URI-reference",
+    ),
+    ("spec source: a bad scheme", json.dumps(unique(type="t", source="1a:b")), STRUCTURED, 400, "scheme"),
+    (
+        "spec dataschema: a relative URI",
+        json.dumps(unique(type="t", source="/s", dataschema="/schema")),
+        STRUCTURED,
+        400,
+        "absolute URI",
+    ),
+    ("spec subject: empty", json.dumps(unique(type="t", source="/s", subject="")), STRUCTURED, 400, "non-empty"),
+    (
+        "spec time: not a real date",
+        json.dumps(unique(type="t", source="/s", time="2018-02-30T00:00:00Z")),
+        STRUCTURED,
+        400,
+        "RFC 3339",
+    ),
+    (
+        "spec Type System: Integer is 32-bit",
+        json.dumps(unique(type="t", source="/s", big=2**31)),
+        STRUCTURED,
+        400,
+        "32-bit",
+    ),
+    (
+        "spec Type System: no fractions",
+        json.dumps(unique(type="t", source="/s", ratio=1.5)),
+        STRUCTURED,
+        400,
+        "fraction",
+    ),
+    (
+        "spec Type System: no objects",
+        json.dumps(unique(type="t", source="/s", nested={"a": 1})),
+        STRUCTURED,
+        400,
+        "object",
+    ),
+    (
+        "spec Naming Conventions",
+        json.dumps(unique(type="t", source="/s", **{"Bad-Name": "x"})),
+        STRUCTURED,
+        400,
+        "lower-case",
+    ),
+    ("spec type: a string", json.dumps(unique(type=5, source="/s")), STRUCTURED, 400, "'type' must be a string"),
+    (
+        "json §3.1.1: data and data_base64",
+        json.dumps(unique(type="t", source="/s", data=1, data_base64="AA==")),
+        STRUCTURED,
+        400,
+        "mutually exclusive",
+    ),
+    (
+        "json §3.1.2: non-JSON data is a string",
+        json.dumps(unique(type="t", source="/s", datacontenttype="text/plain", data={"a": 1})),
+        STRUCTURED,
+        400,
+        "must be a string",
+    ),
+    (
+        "json §3.1.2: data_base64 is base64",
+        json.dumps(unique(type="t", source="/s", data_base64="@@")),
+        STRUCTURED,
+        400,
+        "base64",
+    ),
+    ("binary data declared JSON is JSON", "{nope", binary_headers("x", "application/json"), 400, "not JSON"),
+    ("binary data declared text is UTF-8", b"\xff\xfe", binary_headers("x", "text/plain"), 400, "not UTF-8"),
+    (
+        "http §3: a format the bus does not read",
+        "x",
+        {"Content-Type": "application/cloudevents+avro"},
+        415,
+        "cloudevents+avro",
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "body", "headers", "status", "detail"), REJECTED, ids=[case[0] for case in REJECTED])
+def test_ingest_rejects_what_the_specifications_forbid(bus, why, body, headers, status, detail):
+    answered, problem = bus.post(body, headers)
+    assert answered == status, problem
+    assert detail in problem["detail"], problem
+
+
+class TestKafkaRecords:
+    """features/kafka-protocol-binding.feature and the Kafka binding's rules, for records as the event source
+    mapping delivers them from MSK (`aws:kafka`) and from a self-managed cluster (`SelfManagedKafka`)."""
+
+    SOURCES = ("aws:kafka", "SelfManagedKafka")
+
+    @pytest.mark.parametrize("source", SOURCES)
+    def test_binary_content_mode(self, bus, source):
+        event_id = f"1234-1234-1234-{uuid.uuid4().hex}"
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", event_id.encode()),
+            ("ce_type", b"com.example.someevent"),
+            ("ce_source", b"/mycontext/subcontext"),
+            ("ce_time", b"2018-04-05T03:56:24Z"),
+            ("content-type", b"application/json"),
+        ]
+        outcome = bus.deliver([bus.record(b'{"message": "Hello World!"}', headers, key=b"mykey")], source)
+        assert outcome["delivered"][event_id] == {
+            "specversion": "1.0",
+            "id": event_id,
+            "type": "com.example.someevent",
+            "source": "/mycontext/subcontext",
+            "time": "2018-04-05T03:56:24Z",
+            "datacontenttype": "application/json",
+            "data": {"message": "Hello World!"},
+        }, "the key (mykey) is not read into a partitionkey attribute (§3.1)"
+
+    @pytest.mark.parametrize("source", SOURCES)
+    @pytest.mark.parametrize(
+        "content_type", [b"application/cloudevents+json", b"application/cloudevents+json; charset=UTF-8", None]
+    )
+    def test_structured_content_mode(self, bus, source, content_type):
+        """§3.3.1: the content-type header, if present, names the format; a structured record may go without."""
+        event = {
+            "specversion": "1.0",
+            "type": "com.example.someevent",
+            "time": "2018-04-05T03:56:24.000Z",
+            "id": f"1234-1234-1234-{uuid.uuid4().hex}",
+            "source": "/mycontext/subcontext",
+            "subject": None,
+            "datacontenttype": "application/json",
+            "data": {"message": "Hello World!"},
+        }
+        headers = [("content-type", content_type)] if content_type else []
+        outcome = bus.deliver([bus.record(json.dumps(event, indent=4).encode(), headers)], source)
+        assert outcome["delivered"][event["id"]] == {k: v for k, v in event.items() if v is not None}
+
+    def test_binary_mode_data_follows_the_content_type(self, bus):
+        """json-format.md §3.1.1 on delivery; kafka-protocol-binding.md §3.2.2: no value is an event without
+        data."""
+        ids = [uuid.uuid4().hex for _ in range(3)]
+        records = [
+            bus.record(b"utf-8 but binary", kafka_binary(ids[0], b"application/octet-stream")),
+            bus.record("grüße".encode(), kafka_binary(ids[1], b"text/plain; charset=utf-8")),
+            bus.record(None, kafka_binary(ids[2], None)),
+        ]
+        delivered = bus.deliver(records)["delivered"]
+        assert base64.b64decode(delivered[ids[0]]["data_base64"]) == b"utf-8 but binary"
+        assert delivered[ids[1]]["data"] == "grüße"
+        assert delivered[ids[2]] == {"specversion": "1.0", "id": ids[2], "type": "t.kafka", "source": "/k"}
+
+    def test_what_the_specifications_forbid_is_dead_lettered_with_the_reason(self, bus):
+        cases = [
+            (
+                [*kafka_binary("a", b"application/json"), ("ce_datacontenttype", b"application/json")],
+                b"{}",
+                "content-type",
+            ),
+            ([*kafka_binary("b", None), ("ce_subject", b"\xff")], b"x", "not UTF-8"),
+            ([*kafka_binary("c", None), ("ce_subject", b"a\x01")], b"x", "control character"),
+            ([*kafka_binary("d", None)[:3], ("ce_source", b"not a uri")], b"x", "URI-reference"),
+            (kafka_binary("e", b"application/json"), b"{nope", "not JSON"),
+            ([("content-type", b"application/cloudevents-batch+json")], b"[]", "not a Kafka record format"),
+            ([("content-type", b"application/cloudevents+avro")], b"x", "cloudevents+avro"),
+            (
+                [("content-type", b"application/cloudevents+json")],
+                json.dumps(unique(type="t", source="/s", ratio=0.5)).encode(),
+                "fraction",
+            ),
+        ]
+        records = [bus.record(value, headers) for headers, value, _ in cases]
+        outcome = bus.deliver(records)
+        assert outcome["delivered"] == {}
+        reasons = [outcome["dead"][record["offset"]] for record in records]
+        assert all(expected in reason for (_, _, expected), reason in zip(cases, reasons, strict=True)), reasons
+
+
+def kafka_binary(event_id: str, content_type: bytes | None) -> list[tuple[str, bytes]]:
+    headers = [("ce_specversion", b"1.0"), ("ce_id", event_id.encode()), ("ce_type", b"t.kafka"), ("ce_source", b"/k")]
+    return headers + ([("content-type", content_type)] if content_type else [])

@@ -294,6 +294,41 @@ class TestDebeziumOverKafka:
         assert header(record, "traceparent").decode().split("-")[1] == TRACE_ID
 
 
+class TestKeylessTables:
+    """Debezium documents tables without a primary key: their change events have a null record key (Kafka
+    Connect), and Debezium Server's Kinesis sink writes the partition key `default` for them. They are changes
+    like any other: published, keyed by their table, in order on one partition."""
+
+    def test_over_kinesis(self, kafka_bootstrap, aws, monkeypatch):
+        records = [
+            kinesis_record(None, debezium("c", "audit log", after={"at": 1}, lsn=10), 1),
+            kinesis_record(None, debezium("c", "audit log", after={"at": 2}, lsn=11), 2),
+        ]
+        records[0]["kinesis"]["partitionKey"] = "default"  # Debezium Server's null.key
+        cdc, topic = load_cdc(monkeypatch, kafka_bootstrap, aws)
+        assert cdc.handler({"Records": records}, LambdaContext(function_name="cdc")) == {"batchItemFailures": []}
+        published = events_on(kafka_bootstrap, topic, 2)
+        assert letters(aws) == []
+        assert [key for key, _, _ in published] == [b'{"table":"audit log"}'] * 2
+        assert [data["after"]["at"] for _, _, data in published] == [1, 2], "in source order"
+        assert [data["key"] for _, _, data in published] == [{}, {}]
+        headers = published[0][1]
+        assert headers["ce_source"] == "/cdc/pg/shop/audit%20log", "a URI-reference: the table name encoded"
+        assert headers["ce_subject"] == headers["ce_partitionkey"] == '{"table":"audit log"}'
+
+    def test_over_kafka(self, kafka_bootstrap, aws, monkeypatch):
+        source_topic = f"dbserver1.shop.events-{uuid.uuid4().hex[:6]}"
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer.produce(source_topic, key=None, value=json.dumps(debezium("u", "events", after={"n": 1}, lsn=3)))
+        producer.flush(10)
+        batch = lambda_event([lambda_record(m) for m in read_topic(kafka_bootstrap, source_topic, 1)])
+        cdc, topic = load_cdc(monkeypatch, kafka_bootstrap, aws)
+        assert cdc.handler(batch, LambdaContext(function_name="cdc")) == {"batchItemFailures": []}
+        ((key, headers, data),) = events_on(kafka_bootstrap, topic, 1)
+        assert (key, headers["ce_type"], data["key"]) == (b'{"table":"events"}', "cdc.events.updated", {})
+        assert letters(aws) == []
+
+
 class TestRefusals:
     def test_a_change_kafka_refuses_is_dead_lettered_not_retried(self, kafka_bootstrap, aws, monkeypatch):
         big_row = {"id": 9, "blob": "x" * 1_100_000}  # over the producer's 1 MB message.max.bytes

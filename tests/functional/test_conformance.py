@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
@@ -72,19 +72,27 @@ class Bus:
         response = self.ingest.handler(request, LambdaContext(function_name="ingest"))
         return response["statusCode"], json.loads(response["body"])
 
+    def find(self, wanted: Callable[[dict[str, bytes]], bool], timeout_s: float = 10.0) -> Message:
+        """The first record read from the topic whose headers `wanted` accepts."""
+        return self._read(
+            lambda: next((m for m in self.seen.values() if wanted(dict(m.headers() or []))), None), timeout_s
+        )
+
     def on_kafka(self, event_id: str, timeout_s: float = 10.0) -> Message:
         """The record ingest produced for this event id, read from the broker."""
-        if not self.reader.assignment():  # the topic exists once ingest has produced to it
+        return self._read(lambda: self.seen.get(event_id), timeout_s)
+
+    def _read(self, found: Callable[[], Message | None], timeout_s: float) -> Message:
+        if not self.reader.assignment():  # the topic exists once something has produced to it
             partitions = self.reader.list_topics(self.topic, timeout=10).topics[self.topic].partitions
             self.reader.assign([TopicPartition(self.topic, number, OFFSET_BEGINNING) for number in partitions])
-        polls = int(timeout_s / 0.2)
-        while event_id not in self.seen and polls > 0:
-            polls -= 1
-            message = self.reader.poll(0.2)
-            if message is not None and not message.error():
-                headers = dict(message.headers() or [])
-                self.seen[(headers.get("ce_id") or b"").decode()] = message
-        return self.seen[event_id]
+        for _ in range(int(timeout_s / 0.2)):
+            if (message := found()) is not None:
+                return message
+            polled = self.reader.poll(0.2)
+            if polled is not None and not polled.error():
+                self.seen[(dict(polled.headers() or []).get("ce_id") or b"").decode()] = polled
+        raise AssertionError(f"not on {self.topic} within {timeout_s} s")
 
     def deliver(self, records: list[dict[str, Any]], source: str = "aws:kafka") -> dict[str, Any]:
         """Run the consumer over the records; what reached SQS and the webhook, by event id, and the dead
@@ -622,6 +630,38 @@ class TestKafkaRecords:
         assert all(expected in reason for (_, _, expected), reason in zip(cases, reasons, strict=True)), reasons
 
 
+def test_cdc_events_pass_the_consumers_contract_unchanged(bus, monkeypatch):
+    """CdcFunction builds its events through the same contract: what it publishes from a Debezium change (a
+    table name with a space, a keyless table) is delivered with exactly the attributes it carries on Kafka."""
+    envelope = {
+        "op": "c",
+        "after": {"id": 1, "note": "grüße"},
+        "source": {"name": "pg", "db": "shop", "table": "order lines", "ts_ms": 1_795_000_000_000, "lsn": 7},
+    }
+    record = {
+        "kinesis": {
+            "partitionKey": "default",
+            "sequenceNumber": "4959" + "0" * 39 + "1",
+            "data": base64.b64encode(json.dumps(envelope).encode()).decode(),
+        },
+        "eventSource": "aws:kinesis",
+        "eventID": "shardId-000000000000:1",
+        "eventSourceARN": f"arn:aws:kinesis:{REGION}:123456789012:stream/cdc",
+    }
+    environment = {"CDC_TOPIC": bus.topic, "OTEL_TRACES_EXPORTER": "none", "DLQ_URL": bus.dlq}
+    cdc = load_function("cdc", "cdc", environment, monkeypatch)
+    assert cdc.handler({"Records": [record]}, LambdaContext(function_name="cdc")) == {"batchItemFailures": []}
+    message = bus.find(lambda headers: headers.get("ce_type") == b"cdc.order lines.created")
+    carried = ce_headers(message)
+    event_id = carried["ce_id"]
+    delivered = bus.deliver([lambda_record(message)])["delivered"][event_id]
+    attributes = {name.removeprefix("ce_"): value for name, value in carried.items() if name.startswith("ce_")}
+    assert {k: v for k, v in delivered.items() if k != "data"} == attributes | {"datacontenttype": "application/json"}
+    assert attributes["source"] == "/cdc/pg/shop/order%20lines"
+    assert attributes["partitionkey"] == '{"table":"order lines"}'
+    assert delivered["data"] == json.loads(message.value())
+
+
 def kafka_binary(event_id: str, content_type: bytes | None) -> list[tuple[str, bytes]]:
     headers = [("ce_specversion", b"1.0"), ("ce_id", event_id.encode()), ("ce_type", b"t.kafka"), ("ce_source", b"/k")]
     return headers + ([("content-type", content_type)] if content_type else [])
@@ -714,7 +754,8 @@ def binary_request(sent: dict[str, Any], quote: bool) -> tuple[dict[str, str], b
             character if 0x21 <= ord(character) <= 0x7E and character not in '"%' else quote_character(character)
             for character in canonical_text(value)
         )
-        headers[f"ce-{name}"] = f'"{encoded}"' if quote else encoded
+        quoted = encoded.replace("\\", "\\\\")  # inside a quoted string a backslash escapes (RFC 7230 §3.2.6)
+        headers[f"ce-{name}"] = f'"{quoted}"' if quote else encoded
     return headers, sent["body"]
 
 

@@ -40,7 +40,12 @@ class Event(CloudEvent):
 
     def get_time(self) -> datetime | None:
         text = self._attributes.get("time")
-        return datetime.fromisoformat(text.upper()) if isinstance(text, str) else text
+        if not isinstance(text, str):
+            return text
+        try:
+            return datetime.fromisoformat(text.upper())
+        except ValueError:  # a leap second (:60), valid in RFC 3339, has no datetime
+            return None
 
 
 def make_event(attributes: dict[str, object], data: Any = None) -> Event:  # noqa: ANN401 - any JSON value

@@ -1,8 +1,9 @@
 """CloudEvents' JSON event format (`json-format.md`): one event as a JSON object, read and written.
 
 The SDK's JSONFormat is the base: its bindings call `write_data`/`read_data` for binary modes. What it gets wrong
-for this bus is overridden: it reads `time` into a datetime and makes up `id` and `time` when they are missing,
-writes bytes as `data_base64` only when they are not UTF-8 text, and writes non-JSON data with Python's `str()`.
+for this bus is overridden: its reader turns `time` into a datetime and its event class makes up `id` and `time`
+when they are missing; it reads binary-mode data by trying UTF-8 (bytes that happen to decode become text, and
+are then written as `data` rather than `data_base64`), and writes non-JSON data with Python's `str()`.
 """
 
 from __future__ import annotations

@@ -76,6 +76,12 @@ class LocalBus:
     def resource(self, logical_id: str) -> str:
         return str(self.deployment["resources"][logical_id])
 
+    def service(self, logical_id: str) -> str:
+        """A function's service name (OTEL_SERVICE_NAME: its spans' `service.name`, its metrics' `job`), as
+        deployed; stable across replacements, unlike its physical name."""
+        configuration = self.client("lambda").get_function_configuration(FunctionName=self.resource(logical_id))
+        return str(configuration["Environment"]["Variables"]["OTEL_SERVICE_NAME"])
+
     @property
     def api_url(self) -> str:
         outputs, stage = self.deployment["outputs"], self.deployment["parameters"]["Stage"]

@@ -50,6 +50,9 @@ METRICS = {
 }
 
 
+FUNCTIONS = ("IngestFunction", "KafkaConsumerFunction", "CdcFunction", "MaintenanceFunction")
+
+
 def section(title: str) -> None:
     print(f"\n== {title} ==", flush=True)
 
@@ -58,13 +61,15 @@ class Demo:
     def __init__(self, bus: LocalBus) -> None:
         self.bus = bus
         self.names: dict[str, str] = {physical: logical for logical, physical in bus.deployment["resources"].items()}
+        # spans' service.name and metrics' job are the functions' stable service names (event-bus-ingest, ...)
+        self.names.update({bus.service(logical): logical for logical in FUNCTIONS})
         self.accepted: list[str] = []
         self.change_key: dict[str, str] = {}
         self.change_ids: list[str] = []
         self.error_id = ""
 
     def short(self, service: object) -> str:
-        """A function's logical id for its physical name (span resources and metric jobs use the latter)."""
+        """A function's logical id for its physical or service name (span resources and metric jobs use the latter)."""
         return self.names.get(str(service), str(service))
 
     def run(self) -> None:

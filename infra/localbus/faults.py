@@ -267,7 +267,7 @@ def _with_every_trace(run: Run, result: Reconciliation) -> Reconciliation:
     span (KafkaConsumerFunction), those exported after the outage included. Spans kept through the outage go out
     with a function's first flush after its back-off; a few more events make sure there is one."""
     wanted = {sent.id for sent in result.accepted}
-    functions = {run.bus.resource("IngestFunction"), run.bus.resource("KafkaConsumerFunction")}
+    functions = {run.bus.service("IngestFunction"), run.bus.service("KafkaConsumerFunction")}
     time.sleep(BACKOFF_S + 1)
     run.ledger(f"{result.scenario}-nudge").send(8)
 

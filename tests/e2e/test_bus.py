@@ -71,7 +71,7 @@ def test_an_http_event_reaches_sqs_and_the_webhook_once_in_one_trace(bus: LocalB
     assert json.loads(messages[0]["Body"])["data"] == event["data"]
 
     trace_id = delivered[0]["headers"]["traceparent"].split("-")[1]
-    ingest, consumer = bus.resource("IngestFunction"), bus.resource("KafkaConsumerFunction")
+    ingest, consumer = bus.service("IngestFunction"), bus.service("KafkaConsumerFunction")
 
     def whole_trace() -> list[ReceivedSpan] | None:
         spans = [span for span in bus.traces.read() if span.trace_id == trace_id]
@@ -111,9 +111,12 @@ def test_a_table_write_flows_through_cdc_to_a_subscriber_with_cdc_metrics(bus: L
     assert change["data"]["after"] == {"order_id": order_id, "status": "new", "total": 12.5}
     assert change["data"]["operation"] == "created"
 
+    cdc = bus.service("CdcFunction")
+    assert cdc == "event-bus-cdc", "a stable service name, not the generated function name"
+
     def cdc_metrics() -> tuple[float, float] | None:
-        events = bus.prometheus(f'sum(cdc_events_total{{job="{bus.resource("CdcFunction")}"}})')
-        lag = bus.prometheus(f'sum(cdc_lag_seconds_count{{job="{bus.resource("CdcFunction")}"}})')
+        events = bus.prometheus(f'sum(cdc_events_total{{job="{cdc}"}})')
+        lag = bus.prometheus(f'sum(cdc_lag_seconds_count{{job="{cdc}"}})')
         if events and lag and float(events[0]["value"][1]) >= 1 and float(lag[0]["value"][1]) >= 1:
             return float(events[0]["value"][1]), float(lag[0]["value"][1])
         return None
@@ -192,13 +195,13 @@ def test_a_reaped_environment_pushes_its_final_values_and_leaves_its_group(bus: 
     """LocalStack stops a function's environments when its configuration changes: the executor stops the sandbox,
     the runtime gets SIGTERM (the layer's extension is registered) and the layer pushes its final values. The group
     stays (a delete would lose what Prometheus has not scraped yet); MaintenanceFunction deletes it once stale."""
-    function = bus.resource("MaintenanceFunction")
+    function, job = bus.resource("MaintenanceFunction"), bus.service("MaintenanceFunction")
     functions = bus.client("lambda")
     assert functions.invoke(FunctionName=function, Payload=b'{"source": "aws.events"}')["StatusCode"] == 200
 
     def push_time() -> float | None:
         for group in gateway.groups(bus.state.address("pushgateway")):
-            if group["labels"].get("job") == function:
+            if group["labels"].get("job") == job:
                 return float(group["push_time_seconds"]["metrics"][0]["value"])
         return None
 

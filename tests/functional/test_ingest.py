@@ -39,7 +39,7 @@ def base_env(bootstrap: str, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def ingest(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    return load_function("ingest", "ingest", base_env(kafka_bootstrap), monkeypatch)
+    return load_function("ingest", "ingest", base_env(kafka_bootstrap, DEMO_ROUTES="enabled"), monkeypatch)
 
 
 def api_request(
@@ -495,6 +495,24 @@ class TestRoutes:
         assert headers["Content-Type"] == "application/problem+json"
         assert len(problem["event_id"]) == 32
         assert ingest.telemetry.metrics.value("errors_captured_total", component="http", error_type="KeyError") == 1
+
+    def test_the_demo_routes_do_not_exist_unless_turned_on(self, kafka_bootstrap, monkeypatch):
+        """DEMO_ROUTES is off by default (the template's DemoRoutes=disabled): /api/kafka would produce to any
+        topic its caller names."""
+        module = load_function("ingest", "ingest", base_env(kafka_bootstrap), monkeypatch)
+        topic = f"demo-off-{uuid.uuid4().hex[:6]}"
+        for resource, query in [
+            ("/api/events", {}),
+            ("/api/kafka", {"operation": "produce", "topic": topic}),
+            ("/api/cdc", {}),
+            ("/api/error", {"type": "key"}),
+        ]:
+            status, headers, problem = call(module, api_request(method="GET", resource=resource, query=query))
+            assert_problem(status, headers, problem, 404)
+            assert problem["detail"] == f"no route for {resource}"
+        assert module.telemetry.metrics.value("errors_captured_total", component="http", error_type="KeyError") is None
+        produced = {"event_type": "demo.kafka", "topic": topic, "source": "/demo/kafka"}
+        assert module.telemetry.metrics.value("events_produced_total", **produced) is None
 
     def test_metrics_of_an_accepted_event(self, ingest):
         event = cloud_event()

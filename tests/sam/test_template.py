@@ -184,3 +184,32 @@ def test_snapstart_is_one_parameter_and_every_trigger_invokes_the_published_alia
         if resource["Type"] == "AWS::Lambda::EventSourceMapping"
     }
     assert targets == {"KafkaConsumerFunction.Alias", "CdcFunction.Alias"}
+
+
+def test_each_function_has_a_stable_service_name_and_demo_routes_are_off_but_locally():
+    """OTEL_SERVICE_NAME (spans' service.name, the Pushgateway job) comes from a parameter and the function's
+    role, not its generated name, which a replacement changes; the demo routes are on only where asked for."""
+    from localbus.kafka_trigger import samconfig_parameters
+
+    template = load_template()
+    names = {
+        logical: resource["Properties"]["Environment"]["Variables"].get("OTEL_SERVICE_NAME")
+        for logical, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+    assert names == {  # !Sub, read as its argument
+        "IngestFunction": "${ServiceNamePrefix}-ingest",
+        "KafkaConsumerFunction": "${ServiceNamePrefix}-consumer",
+        "CdcFunction": "${ServiceNamePrefix}-cdc",
+        "MaintenanceFunction": "${ServiceNamePrefix}-maintenance",
+    }
+    assert template["Parameters"]["ServiceNamePrefix"]["Default"] == "event-bus"
+    assert template["Parameters"]["DemoRoutes"]["Default"] == "disabled"
+    ingest = template["Resources"]["IngestFunction"]["Properties"]["Environment"]["Variables"]
+    assert ingest["DEMO_ROUTES"] == "DemoRoutes"
+    stages = {stage: samconfig_parameters(ROOT / "samconfig.toml", stage) for stage in ("local", "dev", "prod")}
+    assert {stage: parameters.get("DemoRoutes") for stage, parameters in stages.items()} == {
+        "local": "enabled",
+        "dev": None,
+        "prod": None,
+    }

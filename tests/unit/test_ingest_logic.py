@@ -57,6 +57,7 @@ class TestSettings:
             ("MAX_EVENT_BYTES", "12"),
             ("PRODUCE_TIMEOUT_MS", "soon"),
             ("IDEMPOTENCY_TTL_SECONDS", "0"),
+            ("DEMO_ROUTES", "yes"),
         ],
     )
     def test_bad_values_fail_with_one_line_naming_the_variable(self, variable, value):

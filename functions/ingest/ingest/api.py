@@ -99,6 +99,10 @@ class Api:
 
     def _route(self, call: Call) -> Route:
         methods = ROUTES.get(call.request.route)
+        if call.request.route in DEMO_ROUTES and not self.service.settings.demo_routes:
+            methods = (
+                None  # off: as if the route did not exist (API Gateway still has it: SAM events are unconditional)
+            )
         if methods is None:
             raise NotFoundError(f"no route for {call.request.path or call.request.route}")
         route = methods.get(call.request.method)
@@ -183,6 +187,7 @@ class Api:
         raise error_type(f"demo error requested with type={kind}")
 
 
+DEMO_ROUTES = frozenset({"/api/events", "/api/kafka", "/api/cdc", "/api/error"})
 ROUTES: dict[str, dict[str, Route]] = {
     "/events": {"POST": Api.post_events},
     "/health": {"GET": Api.health},

@@ -33,6 +33,9 @@ class IngestSettings:
     idempotency_table: str | None = None
     idempotency_ttl_s: int = 3600
     schemas_dir: Path = SCHEMAS_DIR
+    demo_routes: bool = False
+    """The demo routes (/api/events, /api/kafka, /api/cdc, /api/error): DEMO_ROUTES=enabled; off unless asked for,
+    since /api/kafka produces to any topic its caller names."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> IngestSettings:
@@ -50,6 +53,7 @@ class IngestSettings:
             health_timeout_s=env.integer("HEALTH_TIMEOUT_MS", 1000, 10, 60_000) / 1000,
             idempotency_table=env.raw("IDEMPOTENCY_TABLE"),
             idempotency_ttl_s=env.integer("IDEMPOTENCY_TTL_SECONDS", 3600, 1, 30 * 24 * 3600),
+            demo_routes=env.choice("DEMO_ROUTES", ("enabled", "disabled"), "disabled") == "enabled",
         )
 
 

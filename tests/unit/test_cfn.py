@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from localbus.cfn import NO_VALUE, Evaluator, MissingPhysicalIdError, TemplateError, load_template
+from localbus.kafka_trigger import samconfig_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -199,3 +200,53 @@ def test_a_functions_alias_reference_is_the_function_qualified_by_its_auto_publi
     del template["Globals"]
     with pytest.raises(TemplateError, match="no AutoPublishAlias"):
         Evaluator(template, {}, physical=physical).evaluate({"Ref": "Bare.Alias"})
+
+
+class TestRules:
+    """The template's Rules, which CloudFormation checks before it changes anything, for samconfig's stages."""
+
+    @staticmethod
+    def refused(parameters: dict[str, str]) -> list[str]:
+        template = load_template(TEMPLATE)
+        evaluator = Evaluator(template, parameters)
+        refusals = []
+        for rule in template["Rules"].values():
+            if "RuleCondition" in rule and not evaluator.evaluate(rule["RuleCondition"]):
+                continue
+            refusals += [
+                check["AssertDescription"] for check in rule["Assertions"] if not evaluator.evaluate(check["Assert"])
+            ]
+        return refusals
+
+    def stage(self, name: str, **extra: str) -> dict[str, str]:
+        return {**samconfig_parameters(TEMPLATE.parent / "samconfig.toml", name), **extra}
+
+    def test_the_local_stage_deploys_as_configured(self):
+        assert self.refused(self.stage("local")) == []
+
+    def test_dev_and_prod_are_refused_until_their_cluster_is_named(self):
+        dev, prod = self.refused(self.stage("dev")), self.refused(self.stage("prod"))
+        assert [refusal.split(" ", 1)[0] for refusal in dev] == ["KafkaBootstrapServers", "KafkaSecurity=scram"]
+        assert [refusal.split(" ", 1)[0] for refusal in prod] == [
+            "KafkaBootstrapServers",
+            "KafkaTriggerSource=msk",
+            "KafkaSecurity=iam",
+        ]
+        secret = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_bus-AbCdEf"
+        cluster = "arn:aws:kafka:eu-west-1:123456789012:cluster/bus/0f1e2d3c-aaaa-bbbb-cccc-1234567890ab-2"
+        brokers = "b-1.bus.example:9098,b-2.bus.example:9098"
+        assert self.refused(self.stage("dev", KafkaBootstrapServers=brokers, KafkaSaslSecretArn=secret)) == []
+        assert self.refused(self.stage("prod", KafkaBootstrapServers=brokers, MskClusterArn=cluster)) == []
+
+    @pytest.mark.parametrize(
+        ("parameters", "start"),
+        [
+            ({"KafkaTriggerSource": "none"}, "KafkaTriggerSource is none"),
+            ({"KafkaSecurity": "iam", "KafkaTriggerSource": "self-managed"}, "KafkaSecurity=iam is MSK's"),
+            ({"KafkaBootstrapServers": ""}, "KafkaBootstrapServers is the local default"),
+        ],
+    )
+    def test_contradictions_are_refused_with_their_reason(self, parameters, start):
+        given = {"Stage": "prod", "KafkaBootstrapServers": "b-1:9092", "KafkaTriggerSource": "self-managed"}
+        given |= {"MskClusterArn": "arn:aws:kafka:eu-west-1:1:cluster/x/y"} | parameters
+        assert any(refusal.startswith(start) for refusal in self.refused(given)), self.refused(given)

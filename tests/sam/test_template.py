@@ -213,3 +213,35 @@ def test_each_function_has_a_stable_service_name_and_demo_routes_are_off_but_loc
         "dev": None,
         "prod": None,
     }
+
+
+def test_alarms_watch_the_dead_letters_every_function_and_the_triggers_lag():
+    """What needs a person: dead letters (how many, how old), each function's Errors and Throttles, the Kafka
+    mappings' OffsetLag and the streams' IteratorAge, each notifying AlarmActions or the stack's AlarmTopic."""
+    resources = load_template()["Resources"]
+    alarms = {
+        logical: resource for logical, resource in resources.items() if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    watched = {
+        (
+            alarm["Properties"]["Namespace"],
+            alarm["Properties"]["MetricName"],
+            alarm["Properties"]["Dimensions"][0]["Value"],
+        )
+        for alarm in alarms.values()
+    }
+    functions = ("IngestFunction", "KafkaConsumerFunction", "CdcFunction", "MaintenanceFunction")
+    assert watched == {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "DeadLetterQueue.QueueName"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage", "DeadLetterQueue.QueueName"),
+        ("AWS/Lambda", "OffsetLag", "KafkaConsumerFunction"),
+        ("AWS/Lambda", "IteratorAge", "CdcFunction"),
+        *{("AWS/Lambda", metric, function) for function in functions for metric in ("Errors", "Throttles")},
+    }
+    actions = ["HasAlarmActions", "AlarmActions", ["AlarmTopic"]]  # !If, read as its arguments
+    assert all(
+        alarm["Properties"]["AlarmActions"] == alarm["Properties"]["OKActions"] == actions for alarm in alarms.values()
+    )
+    assert all(alarm["Properties"]["TreatMissingData"] == "notBreaching" for alarm in alarms.values())
+    assert alarms["KafkaOffsetLagAlarm"]["Condition"] == "UseKafkaTrigger", "no mapping, no lag metric"
+    assert resources["AlarmTopic"]["Condition"] == "HasNoAlarmActions"

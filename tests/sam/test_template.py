@@ -245,3 +245,19 @@ def test_alarms_watch_the_dead_letters_every_function_and_the_triggers_lag():
     assert all(alarm["Properties"]["TreatMissingData"] == "notBreaching" for alarm in alarms.values())
     assert alarms["KafkaOffsetLagAlarm"]["Condition"] == "UseKafkaTrigger", "no mapping, no lag metric"
     assert resources["AlarmTopic"]["Condition"] == "HasNoAlarmActions"
+
+
+def test_the_consumers_starting_position_is_a_parameter():
+    """TRIM_HORIZON by default (nothing written before the deployment is missed, the topic's retention is
+    replayed), LATEST when asked for; CDC's mappings always start at the beginning of Debezium's topics."""
+    template = load_template()
+    assert template["Parameters"]["KafkaStartingPosition"]["Default"] == "TRIM_HORIZON"
+    positions = {
+        logical: resource["Properties"]["StartingPosition"]
+        for logical, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+    }
+    consumer = {value for logical, value in positions.items() if logical.startswith("KafkaConsumer")}
+    cdc = {value for logical, value in positions.items() if logical.startswith("Cdc")}
+    assert (consumer, cdc) == ({"KafkaStartingPosition"}, {"TRIM_HORIZON"})
+    assert len(positions) == 18

@@ -341,7 +341,7 @@ def test_cdc_statements_are_least_privilege(source: str, security: str, subnets:
     msk_mapping = source == "msk" and bool(topics)
     expected = {"DeadLetters"}
     if security == "scram":
-        expected |= {"KafkaScramSecret", "KafkaScramSecretKey"}
+        expected |= {"KafkaSaslSecret", "KafkaSaslSecretKey"}
     if security == "iam":
         expected |= {"MskTargetCluster", "MskTargetTopics"}  # it publishes change events
     if msk_mapping:
@@ -353,8 +353,8 @@ def test_cdc_statements_are_least_privilege(source: str, security: str, subnets:
     assert set(by_sid) == expected
 
     if security == "scram":
-        assert by_sid["KafkaScramSecret"]["Resource"] == {"Ref": "KafkaSaslSecretArn"}
-        assert _actions(by_sid["KafkaScramSecret"]) == {"secretsmanager:GetSecretValue"}
+        assert by_sid["KafkaSaslSecret"]["Resource"] == {"Ref": "KafkaSaslSecretArn"}
+        assert _actions(by_sid["KafkaSaslSecret"]) == {"secretsmanager:GetSecretValue"}
     if security == "iam":
         assert _actions(by_sid["MskTargetTopics"]) == {"kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"}
         assert by_sid["MskTargetCluster"]["Resource"] == {"Ref": "MskClusterArn"}

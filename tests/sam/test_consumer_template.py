@@ -271,7 +271,7 @@ def test_every_mapping_fails_records_bounded_and_to_the_dlq(name: str):
     template = load_intrinsics()
     properties = _mappings(template)[name]["Properties"]
     assert properties["FunctionName"] == {"Ref": "KafkaConsumerFunction.Alias"}  # the published version
-    assert properties["StartingPosition"] == "TRIM_HORIZON"
+    assert properties["StartingPosition"] == {"Ref": "KafkaStartingPosition"}  # TRIM_HORIZON unless changed
     assert properties["BatchSize"] == {"Ref": "KafkaBatchSize"}
     assert properties["MaximumBatchingWindowInSeconds"] == {"Ref": "KafkaBatchWindowSeconds"}
     assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -344,6 +344,52 @@ def test_self_managed_mappings_reach_the_brokers(security: str, subnets: str, gr
         assert "EventSourceArn" not in properties, name
         endpoints = properties["SelfManagedEventSource"]["Endpoints"]["KafkaBootstrapServers"]
         assert scenario.evaluate(endpoints) == BROKERS.split(","), name
+        assert scenario.evaluate(properties.get("SourceAccessConfigurations", [])) == expected, name
+    assert not scenario.condition("KafkaTriggerIsMisconfigured")
+
+
+CLIENT_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:bus-client-certificate-AbCdEf"
+CA_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:bus-private-ca-AbCdEf"
+
+
+@pytest.mark.parametrize(
+    ("source", "security", "ca", "expected"),
+    [
+        ("self-managed", "plain", "", [{"Type": "BASIC_AUTH", "URI": SCRAM_SECRET}]),
+        (
+            "self-managed",
+            "mtls",
+            CA_SECRET,
+            [
+                {"Type": "CLIENT_CERTIFICATE_TLS_AUTH", "URI": CLIENT_SECRET},
+                {"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": CA_SECRET},
+            ],
+        ),
+        ("self-managed", "tls", CA_SECRET, [{"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": CA_SECRET}]),
+        ("self-managed", "scram", CA_SECRET, [
+            {"Type": "SASL_SCRAM_512_AUTH", "URI": SCRAM_SECRET},
+            {"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": CA_SECRET},
+        ]),
+        ("msk", "mtls", "", [{"Type": "CLIENT_CERTIFICATE_TLS_AUTH", "URI": CLIENT_SECRET}]),
+    ],
+)  # fmt: skip
+def test_the_mappings_authenticate_as_the_functions_do(source: str, security: str, ca: str, expected: list):
+    """SASL/PLAIN (BASIC_AUTH, e.g. Confluent Cloud), mTLS (CLIENT_CERTIFICATE_TLS_AUTH) and a private CA
+    (SERVER_ROOT_CA_CERTIFICATE) read the same secrets the functions' own clients read."""
+    template = load_intrinsics()
+    scenario = _scenario(
+        template,
+        KafkaTriggerSource=source,
+        KafkaBootstrapServers=BROKERS,
+        MskClusterArn=MSK_CLUSTER,
+        KafkaSecurity=security,
+        KafkaSaslSecretArn=SCRAM_SECRET,
+        KafkaClientCertificateSecretArn=CLIENT_SECRET,
+        KafkaServerRootCaSecretArn=ca,
+    )
+    active = _active_mappings(template, scenario)
+    assert active
+    for name, properties in active.items():
         assert scenario.evaluate(properties.get("SourceAccessConfigurations", [])) == expected, name
     assert not scenario.condition("KafkaTriggerIsMisconfigured")
 
@@ -432,7 +478,7 @@ def test_consumer_statements_are_least_privilege(source: str, security: str, sub
     assert _actions(by_sid["RetryQueue"]) == {"sqs:SendMessage"}
     expected = {"DeadLetters", "IdempotencyRecords", "RetryQueue"}
     if security == "scram":
-        expected |= {"KafkaScramSecret", "KafkaScramSecretKey"}
+        expected |= {"KafkaSaslSecret", "KafkaSaslSecretKey"}
     if msk_trigger:
         expected.add("MskTriggerCluster")
     if msk_trigger or (source == "self-managed" and subnets):
@@ -444,8 +490,8 @@ def test_consumer_statements_are_least_privilege(source: str, security: str, sub
     assert set(by_sid) == expected
 
     if security == "scram":
-        assert by_sid["KafkaScramSecret"]["Resource"] == {"Ref": "KafkaSaslSecretArn"}
-        assert _actions(by_sid["KafkaScramSecret"]) == {"secretsmanager:GetSecretValue"}
+        assert by_sid["KafkaSaslSecret"]["Resource"] == {"Ref": "KafkaSaslSecretArn"}
+        assert _actions(by_sid["KafkaSaslSecret"]) == {"secretsmanager:GetSecretValue"}
     if msk_trigger:
         assert by_sid["MskTriggerCluster"]["Resource"] == {"Ref": "MskClusterArn"}
         assert _actions(by_sid["MskTriggerCluster"]) == {

@@ -33,6 +33,8 @@ OPEN_ROUTES = {("GET", "/health")}  # load balancers probe it without a key or a
 NO_VALUE = {"Ref": "AWS::NoValue"}
 MSK_CLUSTER = "arn:aws:kafka:eu-west-1:123456789012:cluster/bus/0f1e2d3c-aaaa-bbbb-cccc-1234567890ab-2"
 SCRAM_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:AmazonMSK_bus-AbCdEf"
+CLIENT_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:bus-client-certificate-AbCdEf"
+CA_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:bus-private-ca-AbCdEf"
 
 
 class _IntrinsicLoader(yaml.SafeLoader):
@@ -313,10 +315,17 @@ def test_ingest_policies_are_inline_statements_only():
     assert all(isinstance(policy, dict) and set(policy) <= {"Version", "Statement"} for policy in policies)
 
 
-@pytest.mark.parametrize("security", ["plaintext", "tls", "scram", "iam"])
+@pytest.mark.parametrize("security", ["plaintext", "tls", "scram", "plain", "mtls", "iam"])
 def test_ingest_statements_are_least_privilege(security: str):
     template = load_intrinsics()
-    scenario = Scenario(template, KafkaSecurity=security, KafkaSaslSecretArn=SCRAM_SECRET, MskClusterArn=MSK_CLUSTER)
+    tls_secrets = {"KafkaClientCertificateSecretArn": CLIENT_SECRET, "KafkaServerRootCaSecretArn": CA_SECRET}
+    scenario = Scenario(
+        template,
+        KafkaSecurity=security,
+        KafkaSaslSecretArn=SCRAM_SECRET,
+        MskClusterArn=MSK_CLUSTER,
+        **(tls_secrets if security == "mtls" else {}),
+    )
     statements = _statements(template, scenario)
     actions = {action for statement in statements for action in _actions(statement)}
     assert all(statement["Effect"] == "Allow" for statement in statements)
@@ -335,7 +344,12 @@ def test_ingest_statements_are_least_privilege(security: str):
     secrets = [statement for statement in statements if "secretsmanager:GetSecretValue" in _actions(statement)]
     kms = [statement for statement in statements if "kms:Decrypt" in _actions(statement)]
     kafka = [statement for statement in statements if any(a.startswith("kafka-cluster:") for a in _actions(statement))]
-    if security == "scram":
+    if security == "mtls":  # the client certificate and the private CA, nothing else
+        assert [statement["Resource"] for statement in secrets] == [
+            [{"Ref": "KafkaClientCertificateSecretArn"}, {"Ref": "KafkaServerRootCaSecretArn"}]
+        ]
+        assert kms == []
+    elif security in ("scram", "plain"):
         assert [statement["Resource"] for statement in secrets] == [{"Ref": "KafkaSaslSecretArn"}]
         # MSK's SCRAM secrets use a customer managed key: decrypt only through Secrets Manager, for this secret
         (key,) = kms
@@ -404,7 +418,7 @@ def test_parameters_and_their_conditions():
     template = load_intrinsics()
     parameters = template["Parameters"]
     assert parameters["KafkaBootstrapServers"]["Default"] == "127.0.0.1:9092"
-    assert parameters["KafkaSecurity"]["AllowedValues"] == ["plaintext", "tls", "scram", "iam"]
+    assert parameters["KafkaSecurity"]["AllowedValues"] == ["plaintext", "tls", "scram", "plain", "mtls", "iam"]
     assert parameters["KafkaSecurity"]["Default"] == "plaintext"
     assert parameters["KafkaSaslSecretArn"]["Default"] == ""
     assert parameters["MskClusterArn"]["Default"] == ""

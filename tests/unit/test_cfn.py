@@ -244,6 +244,9 @@ class TestRules:
             ({"KafkaTriggerSource": "none"}, "KafkaTriggerSource is none"),
             ({"KafkaSecurity": "iam", "KafkaTriggerSource": "self-managed"}, "KafkaSecurity=iam is MSK's"),
             ({"KafkaBootstrapServers": ""}, "KafkaBootstrapServers is the local default"),
+            ({"KafkaSecurity": "plain"}, "KafkaSecurity=plain needs KafkaSaslSecretArn"),
+            ({"KafkaSecurity": "plain", "KafkaTriggerSource": "msk"}, "KafkaSecurity=plain is for self-managed"),
+            ({"KafkaSecurity": "mtls"}, "KafkaSecurity=mtls needs KafkaClientCertificateSecretArn"),
         ],
     )
     def test_contradictions_are_refused_with_their_reason(self, parameters, start):

@@ -100,6 +100,45 @@ class TestKafkaSettings:
             "from-secret",
         )
 
+    def test_sasl_plain_from_a_secret_as_confluent_cloud_needs(self, monkeypatch):
+        use_moto_credentials(monkeypatch, "eu-west-1")
+        with mock_aws():
+            arn = boto3.client("secretsmanager").create_secret(
+                Name="confluent", SecretString=json.dumps({"username": "API-KEY", "password": "api-secret"})
+            )["ARN"]
+            config = KafkaSettings.from_env({"KAFKA_SECURITY": "plain", "KAFKA_SASL_SECRET_ARN": arn}).client_config()
+        assert (config["security.protocol"], config["sasl.mechanism"], config["sasl.username"]) == (
+            "SASL_SSL",
+            "PLAIN",
+            "API-KEY",
+        )
+
+    def test_mtls_and_a_private_ca_from_secrets_in_the_mappings_formats_load_into_librdkafka(self, monkeypatch):
+        """The secrets Lambda's mappings read (CLIENT_CERTIFICATE_TLS_AUTH, SERVER_ROOT_CA_CERTIFICATE) serve the
+        functions' own clients too; librdkafka parses the PEMs when the client is made."""
+        from confluent_kafka import Producer
+
+        certificate, key = self_signed("client.bus.example")
+        use_moto_credentials(monkeypatch, "eu-west-1")
+        with mock_aws():
+            secrets = boto3.client("secretsmanager")
+            client = secrets.create_secret(
+                Name="client", SecretString=json.dumps({"certificate": certificate, "privateKey": key})
+            )["ARN"]
+            ca = secrets.create_secret(Name="ca", SecretString=json.dumps({"certificate": certificate}))["ARN"]
+            environ = {"KAFKA_SECURITY": "mtls", "KAFKA_SSL_CLIENT_SECRET_ARN": client, "KAFKA_SSL_CA_SECRET_ARN": ca}
+            config = KafkaSettings.from_env(environ).client_config()
+            broken = secrets.create_secret(Name="broken", SecretString=json.dumps({"cert": certificate}))["ARN"]
+            with pytest.raises(ConfigError, match='"certificate"'):
+                KafkaSettings.from_env({**environ, "KAFKA_SSL_CLIENT_SECRET_ARN": broken}).client_config()
+        assert config["security.protocol"] == "SSL"
+        assert (config["ssl.certificate.pem"], config["ssl.key.pem"], config["ssl.ca.pem"]) == (
+            certificate,
+            key,
+            certificate,
+        )
+        Producer(config).flush(0)  # raises KafkaException when librdkafka cannot read a PEM
+
     def test_msk_iam_signs_a_token_with_the_functions_credentials(self, monkeypatch):
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
@@ -114,6 +153,8 @@ class TestKafkaSettings:
         [
             {"KAFKA_SECURITY": "kerberos"},
             {"KAFKA_SECURITY": "scram"},
+            {"KAFKA_SECURITY": "plain"},
+            {"KAFKA_SECURITY": "mtls"},
             {"KAFKA_SECURITY": "iam"},
             {"KAFKA_BOOTSTRAP_SERVERS": "broker-without-port"},
         ],
@@ -177,3 +218,32 @@ class TestDeliveryOutcomes:
         assert statuses == {"a": "accepted", "b": "failed", "c": "unknown"}
         assert sorted(call for call in calls if call[0] != "claim") == [("complete", "a"), ("release", "b")]
         assert "possibly on the broker" in raised.value.detail
+
+
+def self_signed(name: str) -> tuple[str, str]:
+    """A self-signed certificate and its key, as PEM text."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), key_pem

@@ -1,4 +1,5 @@
-"""Kafka client settings from the environment: bootstrap servers and the MSK authentication options."""
+"""Kafka client settings from the environment: bootstrap servers and the authentication options of MSK and of
+self-managed clusters (the same ones Lambda's Kafka event source mappings offer)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 from observability import ConfigError, EnvReader
 
-SECURITY_MODES = ("plaintext", "tls", "scram", "iam")
+SECURITY_MODES = ("plaintext", "tls", "scram", "plain", "mtls", "iam")
+SASL_MODES = ("scram", "plain")
 SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 
@@ -23,7 +25,14 @@ class KafkaSettings:
     - scram: SASL/SCRAM over TLS with `KAFKA_SASL_USERNAME`/`KAFKA_SASL_PASSWORD`, or with
       `KAFKA_SASL_SECRET_ARN`, a Secrets Manager secret holding {"username", "password"} (MSK's
       AmazonMSK_ convention); `KAFKA_SASL_MECHANISM` SCRAM-SHA-512 (MSK's) or SCRAM-SHA-256;
+    - plain: SASL/PLAIN over TLS (Confluent Cloud's API keys, the mappings' BASIC_AUTH), credentials as for scram;
+    - mtls: TLS with a client certificate from `KAFKA_SSL_CLIENT_SECRET_ARN`, a secret in the format of the
+      mappings' CLIENT_CERTIFICATE_TLS_AUTH: {"certificate": PEM chain, "privateKey": PEM,
+      "privateKeyPassword"?};
     - iam: SASL/OAUTHBEARER with tokens from the MSK IAM signer, for the function's role and `AWS_REGION`.
+
+    Any TLS mode trusts a private CA from `KAFKA_SSL_CA_SECRET_ARN` ({"certificate": PEM}, the mappings'
+    SERVER_ROOT_CA_CERTIFICATE format) or `KAFKA_SSL_CA_LOCATION` (a file).
     """
 
     bootstrap_servers: str
@@ -33,6 +42,8 @@ class KafkaSettings:
     sasl_password: str | None = None
     sasl_secret_arn: str | None = None
     ssl_ca_location: str | None = None
+    ssl_ca_secret_arn: str | None = None
+    ssl_client_secret_arn: str | None = None
     region: str | None = None
 
     @classmethod
@@ -51,14 +62,20 @@ class KafkaSettings:
             sasl_password=env.raw("KAFKA_SASL_PASSWORD"),
             sasl_secret_arn=env.raw("KAFKA_SASL_SECRET_ARN"),
             ssl_ca_location=env.raw("KAFKA_SSL_CA_LOCATION"),
+            ssl_ca_secret_arn=env.raw("KAFKA_SSL_CA_SECRET_ARN"),
+            ssl_client_secret_arn=env.raw("KAFKA_SSL_CLIENT_SECRET_ARN"),
             region=env.raw("AWS_REGION") or env.raw("AWS_DEFAULT_REGION"),
         )
-        if settings.security == "scram" and not (
+        if settings.security in SASL_MODES and not (
             settings.sasl_secret_arn or (settings.sasl_username and settings.sasl_password)
         ):
             raise ConfigError(
-                "KAFKA_SECURITY", "scram", "KAFKA_SASL_SECRET_ARN, or KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+                "KAFKA_SECURITY",
+                settings.security,
+                "KAFKA_SASL_SECRET_ARN, or KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
             )
+        if settings.security == "mtls" and not settings.ssl_client_secret_arn:
+            raise ConfigError("KAFKA_SECURITY", "mtls", "KAFKA_SSL_CLIENT_SECRET_ARN (the client certificate's secret)")
         if settings.security == "iam" and not settings.region:
             raise ConfigError("KAFKA_SECURITY", "iam", "AWS_REGION set (the MSK IAM token is signed per region)")
         return settings
@@ -72,21 +89,40 @@ class KafkaSettings:
         config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "client.id": socket.gethostname()}
         if self.security == "plaintext":
             return config
+        read = secret_reader or read_secret
         if self.ssl_ca_location:
             config["ssl.ca.location"] = self.ssl_ca_location
-        if self.security == "tls":
+        if self.ssl_ca_secret_arn:
+            config["ssl.ca.pem"] = _secret_field(read, self.ssl_ca_secret_arn, "certificate")
+        if self.security in ("tls", "mtls"):
             config["security.protocol"] = "SSL"
+            if self.security == "mtls" and self.ssl_client_secret_arn:
+                secret = json.loads(read(self.ssl_client_secret_arn))
+                config["ssl.certificate.pem"] = _secret_field(read, self.ssl_client_secret_arn, "certificate", secret)
+                config["ssl.key.pem"] = _secret_field(read, self.ssl_client_secret_arn, "privateKey", secret)
+                if secret.get("privateKeyPassword"):
+                    config["ssl.key.password"] = secret["privateKeyPassword"]
             return config
         config["security.protocol"] = "SASL_SSL"
-        if self.security == "scram":
+        if self.security in SASL_MODES:
             username, password = self.sasl_username, self.sasl_password
             if self.sasl_secret_arn:
-                secret = json.loads((secret_reader or read_secret)(self.sasl_secret_arn))
+                secret = json.loads(read(self.sasl_secret_arn))
                 username, password = secret["username"], secret["password"]
-            config.update({"sasl.mechanism": self.sasl_mechanism, "sasl.username": username, "sasl.password": password})
+            mechanism = "PLAIN" if self.security == "plain" else self.sasl_mechanism
+            config.update({"sasl.mechanism": mechanism, "sasl.username": username, "sasl.password": password})
             return config
         config.update({"sasl.mechanism": "OAUTHBEARER", "oauth_cb": msk_iam_token_callback(self.region or "")})
         return config
+
+
+def _secret_field(read: Callable[[str], str], arn: str, name: str, secret: Mapping[str, Any] | None = None) -> str:
+    """One field of a JSON secret; a ConfigError names the secret and the field when it is missing."""
+    document = secret if secret is not None else json.loads(read(arn))
+    value = document.get(name) if isinstance(document, Mapping) else None
+    if not isinstance(value, str) or not value:
+        raise ConfigError("Kafka secret", arn, f'a JSON object with "{name}" (a PEM string)')
+    return value
 
 
 def read_secret(arn: str) -> str:

@@ -101,6 +101,10 @@ status:  ## each piece of the local stack: state, address, pid, log file
 invoke:  ## invoke a deployed function with a sample event: make invoke FUNCTION=CdcFunction EVENT=dynamodb_stream_orders
 	@$(LOCALBUS) localbus.invoke $(FUNCTION) $(EVENT)
 
+.PHONY: trace
+trace:  ## one trace of the local stack as a waterfall with durations: make trace ID=<trace id>
+	@$(LOCALBUS) localbus.trace $(ID)
+
 .PHONY: stop
 stop:  ## stop the whole local stack (by the PIDs it recorded)
 	@$(LOCALBUS) localbus.stack down

@@ -31,7 +31,7 @@ from typing import Any
 from localbus import stack
 from localbus.client import BusError, LocalBus, wait_until
 from localbus.deploy import source_digest
-from localbus.traces import ReceivedSpan
+from localbus.traces import ReceivedSpan, span_tree
 
 EVENTS = [
     ("com.example.order.created", "/shop/orders", {"order_id": "o-1001", "amount": 42.5, "currency": "EUR"}),
@@ -170,18 +170,8 @@ class Demo:
             self.print_trace([span for span in spans if span.trace_id == trace_id])
 
     def print_trace(self, spans: list[ReceivedSpan]) -> None:
-        children: dict[str, list[ReceivedSpan]] = defaultdict(list)
-        ids = {span.span_id for span in spans}
-        for span in spans:
-            children[span.parent_span_id if span.parent_span_id in ids else ""].append(span)
-
-        def show(span: ReceivedSpan, depth: int) -> None:
+        for depth, span in span_tree(spans):
             print(f"    {'  ' * depth}{span.name}  [{self.short(span.resource.get('service.name'))}]")
-            for child in children[span.span_id]:
-                show(child, depth + 1)
-
-        for root in children[""]:
-            show(root, 0)
 
     def metrics(self) -> None:
         bus = self.bus
@@ -228,6 +218,7 @@ def next_steps(bus: LocalBus) -> None:
         '"data":{"order_id":"o-1","amount":1,"currency":"EUR"}}\''
     )
     print("  Invoke a function with a sample event:  make invoke FUNCTION=CdcFunction EVENT=dynamodb_stream_orders")
+    print("  One trace as a waterfall with durations: make trace ID=<trace id above>")
     print(f"  Each piece, its address and log:        make status      (logs under {bus.state_dir_path / 'logs'})")
     print("  Stop the whole stack:                   make stop")
 

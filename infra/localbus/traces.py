@@ -42,6 +42,8 @@ class ReceivedSpan:
     status_code: int
     status_message: str = ""
     event_attributes: tuple[dict[str, Any], ...] = ()  # of each event in `events`, in order
+    start_ns: int = 0  # Unix nanoseconds
+    end_ns: int = 0
 
 
 @dataclass
@@ -91,6 +93,8 @@ class TraceStore:
                                 status_code=span.status.code,
                                 status_message=span.status.message,
                                 event_attributes=tuple(_attributes(event.attributes) for event in span.events),
+                                start_ns=span.start_time_unix_nano,
+                                end_ns=span.end_time_unix_nano,
                             )
                         )
 
@@ -115,3 +119,23 @@ class TraceStore:
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
+
+
+def span_tree(spans: Iterable[ReceivedSpan]) -> list[tuple[int, ReceivedSpan]]:
+    """The spans depth first, each with its depth: roots (spans whose parent is not among them) first, children
+    after their parent, siblings in the order they started."""
+    ordered = sorted(spans, key=lambda span: span.start_ns)
+    ids = {span.span_id for span in ordered}
+    children: dict[str, list[ReceivedSpan]] = {}
+    for span in ordered:
+        children.setdefault(span.parent_span_id if span.parent_span_id in ids else "", []).append(span)
+    tree: list[tuple[int, ReceivedSpan]] = []
+
+    def visit(span: ReceivedSpan, depth: int) -> None:
+        tree.append((depth, span))
+        for child in children.get(span.span_id, []):
+            visit(child, depth + 1)
+
+    for root in children.get("", []):
+        visit(root, 0)
+    return tree

@@ -86,3 +86,20 @@ def test_status_shows_every_piece_running_with_its_address_and_log(bus: LocalBus
     assert "127.0.0.1:" in rows["localstack"]
     assert rows["localstack"].rstrip().endswith("localstack.log")
     assert "deployed" in rows["api"]
+
+
+def test_make_trace_prints_an_events_trace_as_a_waterfall(bus: LocalBus, bus_state_dir: Path) -> None:
+    """The way to look at a trace without Docker: `make trace ID=...` reads the OTLP receiver's output."""
+    posts = [span for span in bus.traces.read(1.0) if span.name == "POST /events"]
+    assert posts, "the demo's requests left spans"
+    trace_id = posts[-1].trace_id
+    result = run("localbus.trace", trace_id, state_dir=bus_state_dir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"trace {trace_id}: ")
+    assert re.match(r"\s+0\.0 ms\s+\d+\.\d ms  \|#", lines[1]), lines[1]
+    assert "POST /events  [event-bus-ingest]" in lines[1]
+    assert any("produce " in line and "[event-bus-ingest]" in line for line in lines[2:])
+    unknown = run("localbus.trace", "0" * 31 + "1", "--wait", "0", state_dir=bus_state_dir)
+    assert unknown.returncode == 1
+    assert "no spans of trace" in unknown.stderr

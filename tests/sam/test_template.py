@@ -261,3 +261,16 @@ def test_the_consumers_starting_position_is_a_parameter():
     cdc = {value for logical, value in positions.items() if logical.startswith("Cdc")}
     assert (consumer, cdc) == ({"KafkaStartingPosition"}, {"TRIM_HORIZON"})
     assert len(positions) == 18
+
+
+def test_every_function_has_a_log_group_with_a_retention():
+    """Lambda's own log groups keep logs forever; the stack makes each function's, with LogRetentionDays."""
+    template = load_template()
+    groups = {
+        resource["Properties"]["LogGroupName"]: resource["Properties"]["RetentionInDays"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Logs::LogGroup"
+    }
+    functions = [logical for logical, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+    assert groups == {f"/aws/lambda/${{{function}}}": "LogRetentionDays" for function in functions}
+    assert template["Parameters"]["LogRetentionDays"]["Default"] == 30

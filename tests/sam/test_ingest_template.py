@@ -73,7 +73,7 @@ class Scenario:
         for name, spec in template["Parameters"].items():
             value = str(overrides.get(name, spec.get("Default", "")))
             if "AllowedValues" in spec:
-                assert value in spec["AllowedValues"], f"{name}={value} is not allowed"
+                assert value in [str(allowed) for allowed in spec["AllowedValues"]], f"{name}={value} is not allowed"
             self.parameters[name] = value.split(",") if spec["Type"] == "CommaDelimitedList" else value
 
     def condition(self, name: str) -> bool:

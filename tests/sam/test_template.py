@@ -60,7 +60,8 @@ def test_contract_names_and_layer_build_method():
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
     globals_ = template["Globals"]["Function"]
     assert globals_["Runtime"] == "python3.13"
-    assert globals_["Layers"] == ["ObservabilityLayer"]
+    assert globals_["Layers"][0] == "ObservabilityLayer"
+    assert all(extra[0].startswith("HasExtraLayer") for extra in globals_["Layers"][1:]), "!If, read as its arguments"
     variables = globals_["Environment"]["Variables"]
     assert {"ENVIRONMENT", "VERSION", "OTEL_EXPORTER_OTLP_ENDPOINT", "PUSHGATEWAY_URL", "SENTRY_DSN"} <= set(variables)
 
@@ -83,6 +84,8 @@ def built_layer(build_dir: Path) -> Path:
 
 def test_sam_build_puts_the_layer_and_its_pinned_dependencies_under_python(built_layer: Path):
     assert (built_layer / "observability" / "__init__.py").exists()
+    # the collector extension's configuration, at CollectorConfigUri's default once Lambda unpacks it in /opt
+    assert (built_layer / "collector-config" / "lambda.yaml").is_file()
     requirements = (ROOT / "functions" / "observability_layer" / "requirements.txt").read_text().splitlines()
     pins = [line.split("==") for line in requirements if line and not line.startswith("#")]
     assert pins

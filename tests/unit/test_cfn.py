@@ -253,3 +253,39 @@ class TestRules:
         given = {"Stage": "prod", "KafkaBootstrapServers": "b-1:9092", "KafkaTriggerSource": "self-managed"}
         given |= {"MskClusterArn": "arn:aws:kafka:eu-west-1:1:cluster/x/y"} | parameters
         assert any(refusal.startswith(start) for refusal in self.refused(given)), self.refused(given)
+
+
+class TestExtraLayers:
+    """ExtraLayers adds layers to every function after the ObservabilityLayer (a collector extension), and with
+    them the collector's configuration variables."""
+
+    @staticmethod
+    def function_globals(**parameters: str) -> tuple[list[str], dict[str, str]]:
+        template = load_template(TEMPLATE)
+        evaluator = Evaluator(template, parameters, physical={"ObservabilityLayer": "arn:layer:observability:1"})
+        function = evaluator.evaluate(template["Globals"]["Function"])
+        return function["Layers"], function["Environment"]["Variables"]
+
+    def test_none_by_default_and_no_collector_variables(self):
+        layers, variables = self.function_globals()
+        assert layers == ["arn:layer:observability:1"]
+        assert "OPENTELEMETRY_COLLECTOR_CONFIG_URI" not in variables
+        assert "OTLP_EXPORT_ENDPOINT" not in variables
+
+    def test_each_extra_layer_follows_the_observability_layer_in_order(self):
+        collector = "arn:aws:lambda:eu-west-1:184161586896:layer:opentelemetry-collector-amd64-0_12_0:1"
+        other = "arn:aws:lambda:eu-west-1:123456789012:layer:secrets-extension:4"
+        layers, variables = self.function_globals(
+            ExtraLayers=f"{collector},{other}", CollectorExportEndpoint="https://gateway.internal:4318"
+        )
+        assert layers == ["arn:layer:observability:1", collector, other]
+        assert variables["OPENTELEMETRY_COLLECTOR_CONFIG_URI"] == "/opt/python/collector-config/lambda.yaml"
+        assert variables["OTLP_EXPORT_ENDPOINT"] == "https://gateway.internal:4318"
+        assert variables["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4318", "the extension's receiver"
+
+    def test_four_fill_lambdas_five_layers_and_a_fifth_is_refused_by_lambda_not_dropped(self):
+        arns = [f"arn:aws:lambda:eu-west-1:123456789012:layer:l{index}:1" for index in range(5)]
+        layers, _ = self.function_globals(ExtraLayers=",".join(arns[:4]))
+        assert layers == ["arn:layer:observability:1", *arns[:4]]
+        layers, _ = self.function_globals(ExtraLayers=",".join(arns))
+        assert layers == ["arn:layer:observability:1", *arns[:3], ",".join(arns)], "not an ARN: Lambda refuses it"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from localbus.processes import ManagedProcess, binary, free_port, site_packages
-from localbus.traces import TRACES_TOPIC, TraceStore
+from localbus.traces import METRICS_TOPIC, TRACES_TOPIC, MetricStore, TraceStore
 
 PROMETHEUS_ASSETS = Path(__file__).resolve().parent.parent / "prometheus"
 
@@ -213,9 +213,11 @@ class OtlpReceiver:
     http_endpoint: str
     grpc_endpoint: str
     store: TraceStore
+    metrics: MetricStore
 
     def stop(self) -> None:
         self.store.close()
+        self.metrics.close()
         self.process.stop()
 
 
@@ -224,6 +226,8 @@ def start_rotel(log_dir: Path, kafka_bootstrap: str, *, ports: tuple[int, int] |
     HTTP) restarts a receiver where its clients send."""
     store = TraceStore(kafka_bootstrap)
     store.create_topic()
+    metrics = MetricStore(kafka_bootstrap)
+    metrics.create_topic()
     grpc_port, http_port = ports or (free_port(), free_port())
     process = ManagedProcess.start(
         "rotel",
@@ -240,6 +244,8 @@ def start_rotel(log_dir: Path, kafka_bootstrap: str, *, ports: tuple[int, int] |
             kafka_bootstrap,
             "--kafka-exporter-traces-topic",
             TRACES_TOPIC,
+            "--kafka-exporter-metrics-topic",
+            METRICS_TOPIC,
             "--kafka-exporter-format",
             "protobuf",
             "--batch-timeout",
@@ -251,7 +257,7 @@ def start_rotel(log_dir: Path, kafka_bootstrap: str, *, ports: tuple[int, int] |
         env={"LD_LIBRARY_PATH": str(sysconfig.get_config_var("LIBDIR"))},
         drop_env=SERVER_ENV_NOISE,
     )
-    return OtlpReceiver(process, f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{grpc_port}", store)
+    return OtlpReceiver(process, f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{grpc_port}", store, metrics)
 
 
 @dataclass

@@ -373,6 +373,7 @@ class Supervisor:
 
 def _without_store(receiver: servers.OtlpReceiver) -> servers.OtlpReceiver:
     receiver.store.close()  # readers make their own; the supervisor only runs the receiver
+    receiver.metrics.close()
     return receiver
 
 

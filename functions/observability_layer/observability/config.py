@@ -19,6 +19,9 @@ from urllib.parse import unquote, urlsplit
 from observability.exceptions import ConfigError
 
 TRACES_EXPORTERS = ("otlp", "console", "none")
+METRICS_EXPORTERS = ("prometheus", "otlp", "none")
+"""OTEL_METRICS_EXPORTER: `prometheus` (the default) pushes to PUSHGATEWAY_URL when it is set; `otlp` sends the same
+catalog as OTLP/HTTP metrics to the collector; `none` keeps metrics in memory only."""
 # auto: after the response when running in Lambda (an internal extension), else inline
 FLUSH_MODES = ("auto", "inline", "after_response")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
@@ -197,6 +200,10 @@ class TelemetrySettings:
     propagators: tuple[str, ...] = ("tracecontext", "baggage")
     log_level: str = "info"
     pushgateway_url: str | None = None
+    metrics_exporter: str = "prometheus"
+    otlp_metrics_endpoint: str = "http://localhost:4318/v1/metrics"
+    otlp_metrics_headers: dict[str, str] = field(default_factory=dict)
+    otlp_metrics_compression: str = "none"
     sentry: SentrySettings | None = None
     metrics_port: int = 8000
     metrics_path: str = "/metrics"
@@ -252,6 +259,15 @@ class TelemetrySettings:
             propagators=env.choices("OTEL_PROPAGATORS", PROPAGATORS, ("tracecontext", "baggage")),
             log_level=env.choice("OTEL_LOG_LEVEL", LOG_LEVELS, "info"),
             pushgateway_url=env.url("PUSHGATEWAY_URL"),
+            metrics_exporter=_metrics_exporter(env),
+            otlp_metrics_endpoint=_otlp_metrics_endpoint(env),
+            otlp_metrics_headers=env.key_values("OTEL_EXPORTER_OTLP_HEADERS", secret=True)
+            | env.key_values("OTEL_EXPORTER_OTLP_METRICS_HEADERS", secret=True),
+            otlp_metrics_compression=env.choice(
+                "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+                OTLP_COMPRESSIONS,
+                env.choice("OTEL_EXPORTER_OTLP_COMPRESSION", OTLP_COMPRESSIONS, "none"),
+            ),
             sentry=_sentry(env, environment, version),
             metrics_port=env.integer("METRICS_PORT", 8000, 1, 65535),
             metrics_path=_metrics_path(env),
@@ -269,6 +285,32 @@ def _traces_exporters(env: EnvReader) -> tuple[str, ...]:
     if "none" in exporters and len(exporters) > 1:
         raise ConfigError("OTEL_TRACES_EXPORTER", ",".join(exporters), "'none' alone, or otlp and/or console")
     return () if exporters == ("none",) else exporters
+
+
+def _metrics_exporter(env: EnvReader) -> str:
+    exporter = env.choice("OTEL_METRICS_EXPORTER", METRICS_EXPORTERS, "prometheus")
+    if exporter == "otlp":
+        protocol = env.choice(
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            OTLP_PROTOCOLS,
+            env.choice("OTEL_EXPORTER_OTLP_PROTOCOL", OTLP_PROTOCOLS, "http/protobuf"),
+        )
+        if protocol != "http/protobuf":
+            raise ConfigError(
+                "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+                protocol,
+                "http/protobuf: OTEL_METRICS_EXPORTER=otlp sends OTLP/HTTP (set it when the base protocol is grpc)",
+            )
+    return exporter
+
+
+def _otlp_metrics_endpoint(env: EnvReader) -> str:
+    """The metrics signal endpoint as the spec says: the metrics variable as is, the base one with /v1/metrics."""
+    metrics = env.url("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    if metrics:
+        return metrics
+    base = env.url("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
+    return base.rstrip("/") + "/v1/metrics"
 
 
 def _sdk_disabled(env: EnvReader) -> bool:

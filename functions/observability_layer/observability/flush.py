@@ -144,9 +144,12 @@ class Flusher:
         return FlushReport(tuple(results), self.clock() - started)
 
 
-BATCHED_BACKENDS = ("otlp", "pushgateway")
+METRICS_BACKENDS = ("pushgateway", "otlp_metrics")
+"""The backends metrics go to (one of them per environment); each export carries the whole registry."""
+
+BATCHED_BACKENDS = ("otlp", *METRICS_BACKENDS)
 """What the flush after the response may hold back for a later one: spans wait in memory (bounded by the span
-processor's queue) and a Pushgateway push carries the whole registry, so a later one loses nothing. Errors
+processor's queue) and a metrics export carries the whole registry, so a later one loses nothing. Errors
 (Sentry) go out after every invocation."""
 
 

@@ -25,7 +25,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 from observability import snapstart
 from observability.config import TelemetrySettings
 from observability.errors import ErrorRecord, new_event_id, scrub, scrub_text
-from observability.flush import BATCHED_BACKENDS, FAILURES, ExportSchedule, Flusher, FlushReport
+from observability.flush import BATCHED_BACKENDS, FAILURES, METRICS_BACKENDS, ExportSchedule, Flusher, FlushReport
 from observability.invocation import current_invocation
 from observability.logs import get_logger
 from observability.metrics import Metrics, PushgatewayExporter, new_instance_id
@@ -56,6 +56,17 @@ SNAPSHOT_FLUSH_S = 5.0
 
 SHUTDOWN_BUDGET_S = 0.4
 """Lambda's shutdown phase lasts 500 ms when only internal extensions are registered."""
+
+
+class MetricsExporter(Protocol):
+    """Sends the whole registry of this environment (a Pushgateway PUT, an OTLP metrics POST)."""
+
+    def push(self, timeout: float) -> None: ...
+
+    def rename(self, instance: str) -> None: ...
+
+    def close(self) -> None: ...
+
 
 _LOG_LEVELS = {
     "debug": logging.DEBUG,
@@ -93,9 +104,29 @@ class Telemetry:
             self.sentry = SentryReporter(
                 settings.sentry, server_name=self.function_name, on_dropped=self._count_sentry_drop
             )
+        # where metrics go: a Pushgateway group of this environment's own, or OTLP to a collector
         self.pushgateway: PushgatewayExporter | None = None
-        if settings.pushgateway_url and not settings.disabled:
-            self.pushgateway = PushgatewayExporter(
+        self.metrics_exporter: MetricsExporter | None = None
+        self.metrics_backend = "pushgateway"
+        if settings.disabled or settings.metrics_exporter == "none":
+            pass
+        elif settings.metrics_exporter == "otlp":
+            from observability.metrics.otlp import OtlpMetricsExporter, resource_for_metrics
+            from observability.tracing.otlp_http import tls_context
+
+            self.metrics_backend = "otlp_metrics"
+            self.metrics_exporter = OtlpMetricsExporter(
+                settings.otlp_metrics_endpoint,
+                registry=self.metrics.registry,
+                resource_attributes=resource_for_metrics(self.tracing.resource.attributes, self.instance_id),
+                headers=settings.otlp_metrics_headers,
+                compression=settings.otlp_metrics_compression,
+                ssl_context=tls_context(
+                    settings.otlp_certificate, settings.otlp_client_certificate, settings.otlp_client_key
+                ),
+            )
+        elif settings.pushgateway_url:
+            self.pushgateway = self.metrics_exporter = PushgatewayExporter(
                 settings.pushgateway_url,
                 job=settings.service_name,
                 function_name=self.function_name,
@@ -105,8 +136,8 @@ class Telemetry:
         self.flusher = Flusher(settings.flush_timeout_s, settings.backoff_s)
         if self.tracing.exports:
             self.flusher.add("otlp", lambda _timeout: self.tracing.flush())
-        if self.pushgateway is not None:
-            self.flusher.add("pushgateway", self._push_metrics)
+        if self.metrics_exporter is not None:
+            self.flusher.add(self.metrics_backend, self._push_metrics)
         if self.sentry is not None:
             self.flusher.add("sentry", self.sentry.flush)
         self.export_schedule = ExportSchedule(settings.export_interval_s)
@@ -292,9 +323,9 @@ class Telemetry:
         return cold
 
     def _push_metrics(self, timeout: float) -> bool:
-        if self.pushgateway is None:
+        if self.metrics_exporter is None:
             return True
-        self.pushgateway.push(timeout)
+        self.metrics_exporter.push(timeout)
         return True
 
     def prepare_after_response(self) -> None:
@@ -402,14 +433,14 @@ class Telemetry:
         snapshot's environment id would outlive it, and each restored environment pushes under its own."""
         # init may take minutes under SnapStart: a collector far away gets more than an invocation's budget. The
         # outcome is not counted: counters in the snapshot would be pushed by every environment restored from it.
-        report = self.flusher.flush(exclude=("pushgateway",), ignore_backoff=True, budget_s=SNAPSHOT_FLUSH_S)
+        report = self.flusher.flush(exclude=METRICS_BACKENDS, ignore_backoff=True, budget_s=SNAPSHOT_FLUSH_S)
         lost = self.tracing.discard_kept()
         if lost or not report.ok:
             outcomes = ", ".join(f"{result.backend} {result.outcome}" for result in report.results)
             self.logger.warning("before the snapshot: %d spans of init not exported (%s)", lost, outcomes)
         self.tracing.disconnect()
-        if self.pushgateway is not None:
-            self.pushgateway.close()
+        if self.metrics_exporter is not None:
+            self.metrics_exporter.close()
 
     def after_restore(self) -> None:
         """This environment was restored from a snapshot that others are restored from too: seed the ids' random
@@ -417,8 +448,8 @@ class Telemetry:
         new environment id (its own Pushgateway group), and let every backend be tried afresh."""
         random.seed()  # from os.urandom
         self.instance_id = new_instance_id()
-        if self.pushgateway is not None:
-            self.pushgateway.rename(self.instance_id)
+        if self.metrics_exporter is not None:
+            self.metrics_exporter.rename(self.instance_id)
         self.flusher.forget_failures()
         with self._cold_lock:
             self._cold_start = True  # this environment's first invocation is its cold start, restored or not

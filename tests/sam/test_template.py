@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 import yaml
 from localbus import deploy
+from localbus.cfn import Evaluator
+from localbus.cfn import load_template as load_with_intrinsics
+from localbus.kafka_trigger import samconfig_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -192,7 +195,6 @@ def test_snapstart_is_one_parameter_and_every_trigger_invokes_the_published_alia
 def test_each_function_has_a_stable_service_name_and_demo_routes_are_off_but_locally():
     """OTEL_SERVICE_NAME (spans' service.name, the Pushgateway job) comes from a parameter and the function's
     role, not its generated name, which a replacement changes; the demo routes are on only where asked for."""
-    from localbus.kafka_trigger import samconfig_parameters
 
     template = load_template()
     names = {
@@ -275,5 +277,46 @@ def test_every_function_has_a_log_group_with_a_retention():
         if resource["Type"] == "AWS::Logs::LogGroup"
     }
     functions = [logical for logical, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
-    assert groups == {f"/aws/lambda/${{{function}}}": "LogRetentionDays" for function in functions}
+    assert groups == {
+        **{f"/aws/lambda/${{{function}}}": "LogRetentionDays" for function in functions},
+        "/aws/apigateway/${AWS::StackName}-access": "LogRetentionDays",
+    }
     assert template["Parameters"]["LogRetentionDays"]["Default"] == 30
+
+
+def test_api_access_logs_are_a_parameter_and_the_account_role_is_only_made_when_asked():
+    """Access logs go to the stack's log group in JSON; API Gateway needs the account's CloudWatch role for them,
+    which the stack sets only with ApiGatewayAccountRole=create (and keeps when deleted: it is account-wide)."""
+    template = load_with_intrinsics(TEMPLATE)
+    physical = {"ApiAccessLogGroup.Arn": "arn:aws:logs:eu-west-1:123456789012:log-group:access"}
+
+    def api_and_resources(**parameters: str) -> tuple[dict[str, Any], set[str]]:
+        evaluator = Evaluator(template, parameters, physical=physical)
+        api = evaluator.evaluate(template["Resources"]["EventBusApi"]["Properties"])
+        made = {logical for logical in template["Resources"] if evaluator.resource_condition(logical)}
+        return api, made
+
+    api, made = api_and_resources()
+    assert "AccessLogSetting" not in api
+    assert not {"ApiAccessLogGroup", "ApiGatewayCloudWatchRole", "ApiGatewayAccountSettings"} & made
+
+    api, made = api_and_resources(ApiAccessLogs="enabled")
+    setting = api["AccessLogSetting"]
+    assert setting["DestinationArn"] == physical["ApiAccessLogGroup.Arn"]
+    fields = json.loads(setting["Format"])
+    assert {"requestId", "status", "resourcePath", "integrationLatency", "errorType"} <= set(fields)
+    assert "ApiAccessLogGroup" in made
+    assert not {"ApiGatewayCloudWatchRole", "ApiGatewayAccountSettings"} & made
+
+    _, made = api_and_resources(ApiAccessLogs="enabled", ApiGatewayAccountRole="create")
+    assert {"ApiGatewayCloudWatchRole", "ApiGatewayAccountSettings"} <= made
+    resources = template["Resources"]
+    assert resources["EventBusApi"]["DependsOn"] == "ApiGatewayAccountReady"
+    assert resources["ApiGatewayAccountSettings"]["DeletionPolicy"] == "Retain"
+    assert resources["ApiGatewayCloudWatchRole"]["DeletionPolicy"] == "Retain"
+    stages = {stage: samconfig_parameters(ROOT / "samconfig.toml", stage) for stage in ("local", "dev", "prod")}
+    assert {stage: parameters.get("ApiAccessLogs") for stage, parameters in stages.items()} == {
+        "local": None,
+        "dev": "enabled",
+        "prod": "enabled",
+    }

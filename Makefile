@@ -105,6 +105,10 @@ invoke:  ## invoke a deployed function with a sample event: make invoke FUNCTION
 trace:  ## one trace of the local stack as a waterfall with durations: make trace ID=<trace id>
 	@$(LOCALBUS) localbus.trace $(ID)
 
+.PHONY: dashboard-pictures
+dashboard-pictures: $(VENV)/.installed  ## draw docs/images/dashboard-*.png from the running stack's Prometheus (after make demo)
+	$(LOCALBUS) localbus.dashboard_pictures $(ARGS)
+
 .PHONY: stop
 stop:  ## stop the whole local stack (by the PIDs it recorded)
 	@$(LOCALBUS) localbus.stack down

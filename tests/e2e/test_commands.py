@@ -103,3 +103,15 @@ def test_make_trace_prints_an_events_trace_as_a_waterfall(bus: LocalBus, bus_sta
     unknown = run("localbus.trace", "0" * 31 + "1", "--wait", "0", state_dir=bus_state_dir)
     assert unknown.returncode == 1
     assert "no spans of trace" in unknown.stderr
+
+
+def test_every_dashboard_panel_answers_from_the_demo_traffic(bus: LocalBus, bus_state_dir: Path) -> None:
+    """Each Grafana panel's query (infra/grafana/dashboards), run against the local stack's Prometheus after the
+    demo's traffic through ingest, the consumer and CDC: none errors, none comes back empty (a panel that would
+    show "No data" on a working bus is a broken panel)."""
+    from localbus.dashboards import load_dashboards, panel_queries, run
+
+    queries = panel_queries(load_dashboards())
+    assert len({query.dashboard_uid for query in queries}) == 4
+    problems = run(bus.state.address("prometheus"), queries)
+    assert problems == [], "\n".join(f"{query.name}: {why}\n    {query.expr}" for query, why in problems)

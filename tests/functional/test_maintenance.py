@@ -11,6 +11,7 @@ client handed to `MskConnectSource`'s constructor (the status path).
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -23,6 +24,8 @@ import pytest
 from localbus.context import LambdaContext
 from localbus.processes import free_port
 from maintenance import Maintenance, MskConnectSource
+from maintenance.deadline import Deadline
+from maintenance.groups import PushgatewaySweeper
 from moto import mock_aws
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 from support import pushgateway as gateway
@@ -300,6 +303,79 @@ class TestStaleGroups:
         assert summary["kept_groups"] == 2, "the fresh group and the function's own, though older than 1 s"
         assert summary["errors"] == []
         assert group_keys(pushgateway) == sorted([fresh, own_group(maintenance)], key=lambda g: sorted(g.items()))
+
+    def test_a_sweep_builds_no_ssl_context_per_delete(self, pushgateway, monkeypatch):
+        """prometheus_client's own handlers build a urllib opener, and with it an SSL context, per request: ~18 ms
+        of a ~20 ms DELETE (tests/perf/bench_pushgateway.py), which bounds how many groups one run can delete."""
+        gateway.wipe(pushgateway)
+        stale = [
+            {"job": "ingest-svc", "function_name": "ingest", "instance": f"dead{index:04d}"} for index in range(12)
+        ]
+        for labels in stale:
+            push_group(pushgateway, labels)
+        contexts = []
+        make_context = ssl._create_default_https_context
+        monkeypatch.setattr(
+            ssl, "_create_default_https_context", lambda *a, **k: contexts.append(1) or make_context(*a, **k)
+        )
+        an_hour_later = lambda: time.time() + 3600  # noqa: E731 - every group is stale
+        sweeper = PushgatewaySweeper(pushgateway, max_age_s=60, timeout_s=5, own_group=None, clock=an_hour_later)
+
+        result = sweeper.sweep(Deadline.after(30))
+
+        assert sorted(group.grouping_key["instance"] for group in result.deleted) == [g["instance"] for g in stale]
+        assert result.failures == []
+        deadline = time.monotonic() + 5  # the Pushgateway answers a DELETE before its write loop applies it
+        while gateway.groups(pushgateway) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gateway.groups(pushgateway) == []
+        assert len(contexts) <= 1, f"{len(contexts)} SSL contexts for {len(stale)} deletes"
+
+    def test_deletes_carry_the_basic_auth_of_the_pushgateway_url(self):
+        """A Pushgateway behind basic auth (its --web.config.file): the list and every DELETE send the credentials
+        of PUSHGATEWAY_URL's userinfo. This Pushgateway build needs a bcrypt hash to turn auth on, so a recorder
+        stands in for it."""
+        seen: list[tuple[str, str, str | None]] = []
+        listing = {
+            "status": "success",
+            "data": [
+                {"labels": {"job": "j", "instance": "dead0001"}, "push_time_seconds": {"metrics": [{"value": "1"}]}}
+            ],
+        }
+
+        class Recorder(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._record()
+
+            def do_DELETE(self) -> None:
+                self._record()
+
+            def _record(self) -> None:
+                seen.append((self.command, self.path, self.headers.get("Authorization")))
+                body = json.dumps(listing).encode() if self.command == "GET" else b""
+                self.send_response(200 if self.command == "GET" else 202)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://team:s%3Acret@127.0.0.1:{server.server_address[1]}"
+            result = PushgatewaySweeper(url, max_age_s=60, timeout_s=5, own_group=None).sweep(Deadline.after(10))
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+        assert result.failures == []
+        assert [group.grouping_key for group in result.deleted] == [{"instance": "dead0001"}]
+        basic = "Basic dGVhbTpzOmNyZXQ="  # team:s:cret
+        assert seen == [("GET", "/api/v1/metrics", basic), ("DELETE", "/metrics/job/j/instance/dead0001", basic)]
 
     def test_pushgateway_down_returns_with_the_error_captured(self, monkeypatch):
         maintenance = load_maintenance(monkeypatch, PUSHGATEWAY_URL=f"http://127.0.0.1:{free_port()}")

@@ -129,6 +129,10 @@ bench-delivery: $(VENV)/.installed  ## the consumer's delivery engine against th
 bench-stack: $(VENV)/.installed  ## the running local stack under load: req/s, p99, accept-to-delivery, where the time goes
 	$(VENV)/bin/python tests/perf/bench_stack.py $(ARGS)
 
+.PHONY: bench-pushgateway
+bench-pushgateway: system-deps $(VENV)/.installed  ## the Pushgateway at Lambda scale: 500 and 2,000 groups (ARGS="--groups 100,250 --quick")
+	$(VENV)/bin/python tests/perf/bench_pushgateway.py $(ARGS)
+
 .PHONY: clean
 clean:  ## remove virtual environments and build output
 	rm -rf $(VENV) $(SAM_VENV) $(BENCH_VENV) $(LAMBDA_VENV) $(LOCALSTACK_VENV) .aws-sam .local .pytest_cache .mypy_cache \

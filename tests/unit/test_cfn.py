@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from localbus.cfn import NO_VALUE, Evaluator, MissingPhysicalIdError, TemplateError, load_template
 from localbus.kafka_trigger import samconfig_parameters
+from observability.config import METRICS_EXPORTERS
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -247,12 +248,26 @@ class TestRules:
             ({"KafkaSecurity": "plain"}, "KafkaSecurity=plain needs KafkaSaslSecretArn"),
             ({"KafkaSecurity": "plain", "KafkaTriggerSource": "msk"}, "KafkaSecurity=plain is for self-managed"),
             ({"KafkaSecurity": "mtls"}, "KafkaSecurity=mtls needs KafkaClientCertificateSecretArn"),
+            ({"MetricsExporter": "otlp", "OtlpProtocol": "grpc"}, "MetricsExporter=otlp sends OTLP/HTTP"),
         ],
     )
     def test_contradictions_are_refused_with_their_reason(self, parameters, start):
         given = {"Stage": "prod", "KafkaBootstrapServers": "b-1:9092", "KafkaTriggerSource": "self-managed"}
         given |= {"MskClusterArn": "arn:aws:kafka:eu-west-1:1:cluster/x/y"} | parameters
         assert any(refusal.startswith(start) for refusal in self.refused(given)), self.refused(given)
+
+
+def test_the_metrics_exporter_is_a_parameter_with_the_layers_own_choices():
+    """MetricsExporter sets OTEL_METRICS_EXPORTER in every function: the template offers exactly what the layer's
+    configuration accepts, and the Pushgateway stays the default."""
+    template = load_template(TEMPLATE)
+    parameter = template["Parameters"]["MetricsExporter"]
+    assert (parameter["Default"], tuple(parameter["AllowedValues"])) == ("prometheus", METRICS_EXPORTERS)
+    for chosen in METRICS_EXPORTERS:
+        evaluator = Evaluator(template, {"MetricsExporter": chosen}, physical={"ObservabilityLayer": "arn:layer:1"})
+        variables = evaluator.evaluate(template["Globals"]["Function"])["Environment"]["Variables"]
+        assert variables["OTEL_METRICS_EXPORTER"] == chosen
+    assert TestRules.refused({"Stage": "local", "MetricsExporter": "otlp"}) == []
 
 
 class TestExtraLayers:

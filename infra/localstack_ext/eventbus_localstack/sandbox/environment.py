@@ -1,141 +1,38 @@
-"""One Lambda execution environment as a host process: the Docker-free counterpart of LocalStack's in-container init.
-
-LocalStack's Lambda service talks to an execution environment through a small protocol (the one its Go init
-speaks inside a container): it POSTs each invocation to `/invoke` on this process, and this process reports back
-to `LOCALSTACK_RUNTIME_ENDPOINT` (`status/<id>/ready` or `/error` once, then per invocation `logs` and `response`
-or `error`). Towards the function, this process is what Lambda's sandbox is: it serves the Runtime API
-(`/2018-06-01/runtime/...`) and the Extensions API (`/2020-01-01/extension/...`) on `AWS_LAMBDA_RUNTIME_API`, and
-runs AWS's own runtime interface client (`python -m awslambdaric <handler>`) as a child process, so handlers get
-the real context object, error shapes and logging.
-
-What it keeps from Lambda:
-- init is done when the runtime first asks for an invocation and every extension waits for its next event; an
-  extension registers only during init (`Extension.RegistrationClosed` after), internal extensions (registered
-  from the runtime process) cannot take SHUTDOWN, external ones are the executables in a layer's `extensions/`;
-- an invocation is handed to the runtime only when the runtime and every extension wait (the "freeze" point),
-  with the request id, deadline, function ARN and trace id headers; INVOKE events go to extensions first;
-- logs are the runtime's stdout and stderr between START and END, then a REPORT line (duration, billed duration,
-  memory size, max memory used, init duration on the first one); an `EXTENSION` line per registered extension at
-  the end of init;
-- the timeout: `Task timed out after N.NN seconds` (`Sandbox.Timedout`), then the environment is re-initialised;
-  a runtime that dies answers `Runtime.ExitError` and is re-initialised the same way; an invocation waiting on an
-  init that never finishes times out after its timeout plus the 10 s init limit;
-- shutdown (SIGTERM to this process): SHUTDOWN to the extensions that registered for it and SIGTERM to the runtime
-  when any extension registered (500 ms with internal extensions only, 2,000 ms with external ones), then SIGKILL.
-
-What differs, on purpose: code and layers stay where LocalStack unpacked them (`LAMBDA_TASK_ROOT` and the layers'
-`python/` folders are on `PYTHONPATH` in Lambda's order, not under /var/task and /opt); output written after the
-response is reported with the next invocation's logs; `PYTHONUNBUFFERED=1` so that a handler's output is in the pipe
-before its response (Lambda reads it through a telemetry file descriptor instead).
-
-Standard library only: it runs under LocalStack's interpreter, the runtime under the one in `_LOCALBUS_RUNTIME_PYTHON`.
-"""
+"""One execution environment's state: init, the freeze point, invocations, timeouts, extensions, shutdown."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import enum
 import math
 import os
-import select
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-import traceback
-import urllib.request
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-RUNTIME_API = "/2018-06-01/runtime"
-EXTENSION_API = "/2020-01-01/extension"
-INIT_TIMEOUT_S = 10.0  # Lambda's init phase limit
-READ_CHUNK = 65536
-DRAIN_READS = 16  # at most 1 MiB per drain, so a process that never stops writing cannot hold the logs
-MAX_LOG_BYTES = 1 << 20
-INTERNAL_SHUTDOWN_S = 0.5
-EXTERNAL_SHUTDOWN_S = 2.0
-# the sandbox's own settings, passed by the executor and never shown to the function
-PRIVATE_PREFIX = "_LOCALBUS_"
-LOCALSTACK_ONLY = ("LOCALSTACK_RUNTIME_ENDPOINT", "LOCALSTACK_RUNTIME_ID")
+from eventbus_localstack.sandbox.localstack import LocalStackClient, error_body
+from eventbus_localstack.sandbox.logs import LogCollector
+from eventbus_localstack.sandbox.settings import EXTERNAL_SHUTDOWN_S, INTERNAL_SHUTDOWN_S, Settings, log
 
 
-def log(message: str, *args: object) -> None:
-    """The sandbox's own diagnostics, in its log file (not the function's CloudWatch stream)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    print(f"{stamp} [sandbox] {message % args if args else message}", file=sys.stderr, flush=True)
+class Phase(enum.Enum):
+    """Where the environment is. Invocations are handed to the runtime only when RUNNING."""
 
-
-@dataclass(frozen=True)
-class Settings:
-    port: int
-    handler: str
-    task_root: Path
-    layers: tuple[Path, ...]
-    runtime_python: str
-    runtime_name: str
-    timeout_s: float
-    init_timeout_s: float
-    memory_mb: int
-    function_name: str
-    function_version: str
-    localstack_endpoint: str
-    runtime_id: str
-    environment: dict[str, str]
-
-    @classmethod
-    def from_environ(cls, environ: dict[str, str]) -> Settings:
-        layers = tuple(Path(p) for p in environ.get("_LOCALBUS_LAYERS", "").split(os.pathsep) if p)
-        function_env = {
-            k: v for k, v in environ.items() if not k.startswith(PRIVATE_PREFIX) and k not in LOCALSTACK_ONLY
-        }
-        return cls(
-            port=int(environ["_LOCALBUS_PORT"]),
-            handler=environ["_HANDLER"],
-            task_root=Path(environ["LAMBDA_TASK_ROOT"]),
-            layers=layers,
-            runtime_python=environ["_LOCALBUS_RUNTIME_PYTHON"],
-            runtime_name=environ.get("_LOCALBUS_RUNTIME", "python3.13"),
-            timeout_s=float(environ.get("AWS_LAMBDA_FUNCTION_TIMEOUT", "3")),
-            init_timeout_s=float(environ.get("_LOCALBUS_INIT_TIMEOUT_S", str(INIT_TIMEOUT_S))),
-            memory_mb=int(environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")),
-            function_name=environ.get("AWS_LAMBDA_FUNCTION_NAME", "function"),
-            function_version=environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
-            localstack_endpoint=environ["LOCALSTACK_RUNTIME_ENDPOINT"].rstrip("/"),
-            runtime_id=environ["LOCALSTACK_RUNTIME_ID"],
-            environment=function_env,
-        )
-
-    def python_version(self) -> str:
-        return self.runtime_name.removeprefix("python")
-
-    def runtime_environment(self) -> dict[str, str]:
-        """The function's variables as Lambda sets them, pointed at this sandbox."""
-        version = self.python_version()
-        paths = [str(self.task_root)]
-        for layer in self.layers:
-            paths += [str(layer / "python" / "lib" / f"python{version}" / "site-packages"), str(layer / "python")]
-        env = dict(self.environment)
-        env.update(
-            {
-                "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.port}",
-                "AWS_EXECUTION_ENV": f"AWS_Lambda_{self.runtime_name}",
-                "LAMBDA_TASK_ROOT": str(self.task_root),
-                "LAMBDA_RUNTIME_DIR": str(Path(self.runtime_python).parent.parent),
-                "PYTHONPATH": os.pathsep.join(paths),
-                "PYTHONUNBUFFERED": "1",
-                "PATH": os.pathsep.join([str(Path(self.runtime_python).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-                "LANG": "en_US.UTF-8",
-            }
-        )
-        return env
+    INITIALISING = "initialising"
+    """Extensions and the runtime are starting (or are about to start again after a timeout or a crash)."""
+    AWAITING_INIT = "awaiting init"
+    """A re-init failed: the next invocation that arrives starts another."""
+    RUNNING = "running"
+    """Initialised: the next invocation goes to the runtime once it and every extension wait."""
+    SHUTTING_DOWN = "shutting down"
+    """SIGTERM was received; nothing leaves this phase."""
 
 
 @dataclass
@@ -156,115 +53,6 @@ class Extension:
     external: bool
     waiting: bool = False
     inbox: deque[dict[str, Any]] = field(default_factory=deque)
-
-
-class LogCollector:
-    """The function's output for the current invocation, read from the runtime's and extensions' pipes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._chunks: list[str] = []
-        self._size = 0
-        self._fds: set[int] = set()
-
-    def follow(self, fd: int) -> None:
-        os.set_blocking(fd, False)
-        with self._lock:
-            self._fds.add(fd)
-        threading.Thread(target=self._pump, args=(fd,), daemon=True, name=f"logs-{fd}").start()
-
-    def _pump(self, fd: int) -> None:
-        while True:
-            with contextlib.suppress(OSError, ValueError):
-                select.select([fd], [], [], 0.5)
-            with self._lock:
-                if fd not in self._fds:
-                    return
-                if not self._read(fd, reads=1):  # one read per hold: a chatty process cannot starve the others
-                    self._fds.discard(fd)
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-                    return
-
-    def _drain(self) -> None:
-        """Read what every pipe holds now: a process writes its output before its next API call. Holds the lock."""
-        for fd in list(self._fds):
-            self._read(fd, reads=DRAIN_READS)
-
-    def _read(self, fd: int, reads: int) -> bool:
-        """Read what the pipe holds (at most `reads` chunks); False once the writer is gone. Holds the lock."""
-        for _ in range(reads):
-            try:
-                data = os.read(fd, READ_CHUNK)
-            except BlockingIOError:
-                return True
-            except OSError:
-                return False
-            if not data:
-                return False
-            text = data.decode("utf-8", errors="replace")
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            self._keep(text)
-        return True
-
-    def _keep(self, text: str) -> None:
-        """Keep an invocation's output up to MAX_LOG_BYTES (the sandbox's own log file gets all of it)."""
-        if self._size < MAX_LOG_BYTES:
-            self._chunks.append(text)
-            self._size += len(text)
-            if self._size >= MAX_LOG_BYTES:
-                self._chunks.append(f"\n[output truncated at {MAX_LOG_BYTES} bytes for this invocation]\n")
-
-    def add(self, line: str) -> None:
-        """Append a line of the sandbox's own (START, END, REPORT) after everything the processes wrote before it."""
-        with self._lock:
-            self._drain()
-            self._chunks.append(line + "\n")
-            self._size += len(line) + 1
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-
-    def take(self) -> str:
-        """Everything written so far, including what is still in the pipes."""
-        with self._lock:
-            self._drain()
-            text = "".join(self._chunks)
-            self._chunks.clear()
-            self._size = 0
-            return text
-
-
-class LocalStackClient:
-    """Reports to LocalStack's executor endpoint; no proxies, as the Go init does."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._base = settings.localstack_endpoint
-        self._runtime_id = settings.runtime_id
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def _post(self, path: str, body: bytes) -> None:
-        request = urllib.request.Request(f"{self._base}/{path}", data=body, method="POST")  # noqa: S310 - http only
-        request.add_header("Content-Type", "application/json")
-        try:
-            with self._opener.open(request, timeout=30) as response:
-                response.read()
-        except OSError as exc:
-            log("report %s failed: %s", path, exc)
-
-    def ready(self) -> None:
-        self._post(f"status/{self._runtime_id}/ready", b"{}")
-
-    def init_error(self, body: bytes) -> None:
-        self._post(f"status/{self._runtime_id}/error", body)
-
-    def finished(self, request_id: str, logs: str, body: bytes, *, error: bool) -> None:
-        self._post(f"invocations/{request_id}/logs", json.dumps({"logs": logs}).encode())
-        self._post(f"invocations/{request_id}/{'error' if error else 'response'}", body)
-
-
-def error_body(request_id: str, error_type: str, message: str) -> bytes:
-    return json.dumps({"errorType": error_type, "errorMessage": f"RequestId: {request_id} Error: {message}"}).encode()
 
 
 def max_memory_mb(pid: int) -> int:
@@ -293,15 +81,19 @@ class Sandbox:
         self._runtime_generation = 0
         self._runtime_waiting = False
         self._registration_open = True
-        self._ready = False
-        self._initialising = False
-        self._needs_init = False
+        self._phase = Phase.INITIALISING
+        self._ever_ready = False  # the first init finished (LocalStack was told once)
         self._init_error_reported = False
         self._init_started = 0.0
         self._init_duration_ms: float | None = None  # reported once, on the REPORT after an init
-        self._shutting_down = False
         self._last_init_error: bytes | None = None
         self._stopped = threading.Event()
+
+    def _enter(self, phase: Phase) -> None:
+        """Change phase, unless shutting down (a timeout or a runtime's death during shutdown changes nothing).
+        Holds the lock."""
+        if self._phase is not Phase.SHUTTING_DOWN:
+            self._phase = phase
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -313,8 +105,7 @@ class Sandbox:
         with self._state:
             self._registration_open = True
             self._runtime_waiting = False
-            self._initialising = True
-            self._needs_init = False
+            self._enter(Phase.INITIALISING)
             self._last_init_error = None
             self._init_started = time.perf_counter()
             self._runtime_generation += 1
@@ -354,7 +145,7 @@ class Sandbox:
         """Start the runtime or an external extension, in this sandbox's process group (the executor's SIGKILL to
         the group reaches them all), unless the sandbox is shutting down."""
         with self._state:
-            if self._shutting_down:
+            if self._phase is Phase.SHUTTING_DOWN:
                 return None
             process = subprocess.Popen(  # the runtime, and the executables a layer ships in extensions/
                 argv,
@@ -376,14 +167,14 @@ class Sandbox:
     def _watch_runtime(self, runtime: subprocess.Popen[bytes], generation: int) -> None:
         code = runtime.wait()
         with self._state:
-            if self._shutting_down or generation != self._runtime_generation:
+            if self._phase is Phase.SHUTTING_DOWN or generation != self._runtime_generation:
                 return
             current, self._current = self._current, None
-            ready, during_init = self._ready, self._initialising
+            ready, during_init = self._ever_ready, self._phase is not Phase.RUNNING
             failed = list(self._pending) if during_init else []
             if during_init:
                 self._pending.clear()
-            self._initialising = True  # nothing is dispatched until the environment is initialised again
+            self._enter(Phase.INITIALISING)  # nothing is dispatched until the environment is initialised again
             self._state.notify_all()
         status = f"exit status {code}" if code >= 0 else f"signal: {signal.Signals(-code).name.lower()}"
         reason = f"Runtime exited with error: {status}"
@@ -404,7 +195,7 @@ class Sandbox:
             self.kill_all()
             with self._state:
                 self._extensions.clear()
-                self._needs_init = True
+                self._enter(Phase.AWAITING_INIT)
             for invocation in failed:
                 invocation.started = time.perf_counter()
                 self._report(invocation, body, error=True)
@@ -433,9 +224,9 @@ class Sandbox:
     def shutdown(self) -> None:
         """SHUTDOWN to the extensions that asked for it, SIGTERM to the runtime if extensions exist, then SIGKILL."""
         with self._state:
-            if self._shutting_down:
+            if self._phase is Phase.SHUTTING_DOWN:
                 return
-            self._shutting_down = True
+            self._phase = Phase.SHUTTING_DOWN
             extensions = list(self._extensions.values())
             grace = EXTERNAL_SHUTDOWN_S if any(e.external for e in extensions) else INTERNAL_SHUTDOWN_S
             deadline_ms = int((time.time() + grace) * 1000)
@@ -480,7 +271,9 @@ class Sandbox:
         with self._state:
             self._pending.append(invocation)
             self._state.notify_all()
-            needs_init, self._needs_init = self._needs_init, False
+            needs_init = self._phase is Phase.AWAITING_INIT
+            if needs_init:
+                self._enter(Phase.INITIALISING)
         # an init that never finishes must not hold the caller for LocalStack's 15 minutes: the invocation's own
         # timeout counts from its arrival (as a suppressed init's does in Lambda), plus Lambda's init limit
         expiry = threading.Timer(
@@ -498,7 +291,7 @@ class Sandbox:
                 return
             self._pending.remove(invocation)
             self._runtime_generation += 1
-            self._initialising = True
+            self._enter(Phase.INITIALISING)
         seconds = self.settings.timeout_s + self.settings.init_timeout_s
         message = f"Task timed out after {seconds:.2f} seconds (the environment did not finish its init)"
         self._report(invocation, error_body(invocation.request_id, "Sandbox.Timedout", message), error=True)
@@ -516,14 +309,17 @@ class Sandbox:
             self._state.notify_all()
         self._maybe_ready()
         with self._state:
-            while not self._shutting_down and not (
-                self._pending and not self._initialising and self._all_extensions_waiting() and self._runtime_alive()
+            while self._phase is not Phase.SHUTTING_DOWN and not (
+                self._pending
+                and self._phase is Phase.RUNNING
+                and self._all_extensions_waiting()
+                and self._runtime_alive()
             ):
                 if self._runtime_generation != generation:
                     return None  # the runtime that asked was replaced (timeout, crash): never hand it work
                 # a runtime that died while waiting is noticed by its watcher: look again shortly
                 self._state.wait(timeout=0.05 if self._pending else None)
-            invocation = None if self._shutting_down else self._dispatch()
+            invocation = None if self._phase is Phase.SHUTTING_DOWN else self._dispatch()
         if invocation is None:
             self._stopped.wait()
             return None
@@ -573,15 +369,15 @@ class Sandbox:
             expected_external = sum(1 for p in self._external if p.poll() is None)
             registered_external = sum(1 for e in self._extensions.values() if e.external)
             if (
-                not self._initialising
+                self._phase is not Phase.INITIALISING
                 or not self._runtime_waiting
                 or not self._all_extensions_waiting()
                 or registered_external < expected_external
             ):
                 return
-            self._initialising = False
+            self._phase = Phase.RUNNING
             self._init_duration_ms = (time.perf_counter() - self._init_started) * 1000
-            first, self._ready = not self._ready, True
+            first, self._ever_ready = not self._ever_ready, True
             extensions = list(self._extensions.values())
             self._state.notify_all()
         for extension in extensions:  # as Lambda logs them at the end of init
@@ -631,7 +427,7 @@ class Sandbox:
             self._current = None
             self._timer = None
             self._runtime_generation += 1  # the runtime's death below is this timeout's, not a crash
-            self._initialising = True  # nothing is dispatched until the environment is initialised again
+            self._enter(Phase.INITIALISING)  # nothing is dispatched until the environment is initialised again
             self._state.notify_all()
         message = f"Task timed out after {self.settings.timeout_s:.2f} seconds"
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
@@ -647,7 +443,7 @@ class Sandbox:
         log("init error: %s", body.decode(errors="replace"))
         with self._state:
             self._last_init_error = body
-            report = not self._ready and not self._init_error_reported
+            report = not self._ever_ready and not self._init_error_reported
             self._init_error_reported = True
         if report:
             self.localstack.init_error(body)
@@ -701,119 +497,3 @@ class Sandbox:
                 self._state.wait(timeout=1.0)
             extension.waiting = False
             return extension.inbox.popleft()
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: SandboxServer
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: the function's log stream is the runtime's output, not this server's access log."""
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _send(self, status: HTTPStatus, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-    def do_GET(self) -> None:
-        sandbox = self.server.sandbox
-        if self.path == f"{RUNTIME_API}/invocation/next":
-            invocation = sandbox.next_invocation()
-            if invocation is None:
-                self.close_connection = True
-                return
-            headers = {
-                "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
-                "Lambda-Runtime-Deadline-Ms": str(invocation.deadline_ms),
-                "Lambda-Runtime-Invoked-Function-Arn": invocation.function_arn,
-                "Lambda-Runtime-Trace-Id": invocation.trace_id,
-                "Content-Type": "application/json",
-            }
-            self._send(HTTPStatus.OK, invocation.payload, headers)
-        elif self.path == f"{EXTENSION_API}/event/next":
-            event = sandbox.next_event(self.headers.get("Lambda-Extension-Identifier", ""))
-            if event is None:
-                self._json(HTTPStatus.FORBIDDEN, {"errorType": "Extension.Unknown", "errorMessage": "not registered"})
-            else:
-                self._json(HTTPStatus.OK, event)
-        else:
-            self._json(HTTPStatus.NOT_FOUND, {"errorType": "NotFound", "errorMessage": self.path})
-
-    def do_POST(self) -> None:
-        sandbox = self.server.sandbox
-        body = self._body()
-        parts = self.path.strip("/").split("/")
-        if self.path == "/invoke":
-            sandbox.enqueue(json.loads(body))
-            self._send(HTTPStatus.OK)
-        elif self.path.startswith(f"{RUNTIME_API}/invocation/") and len(parts) == 5:
-            request_id, outcome = parts[3], parts[4]
-            if outcome not in ("response", "error"):
-                self._json(HTTPStatus.NOT_FOUND, {"errorType": "NotFound", "errorMessage": self.path})
-            elif sandbox.finish(request_id, body, error=outcome == "error"):
-                self._json(HTTPStatus.ACCEPTED, {"status": "OK"})
-            else:
-                self._json(
-                    HTTPStatus.BAD_REQUEST, {"errorType": "InvalidRequestID", "errorMessage": "not the current one"}
-                )
-        elif self.path == f"{RUNTIME_API}/init/error":
-            sandbox.init_error(body)
-            self._json(HTTPStatus.ACCEPTED, {"status": "OK"})
-        elif self.path == f"{EXTENSION_API}/register":
-            events = list(json.loads(body or b"{}").get("events") or [])
-            status, payload, identifier = sandbox.register(self.headers.get("Lambda-Extension-Name", ""), events)
-            headers = {"Lambda-Extension-Identifier": identifier} if identifier else {}
-            self._json(status, payload, headers)
-        elif self.path in (f"{EXTENSION_API}/init/error", f"{EXTENSION_API}/exit/error"):
-            log("extension %s: %s", self.path.rsplit("/", 2)[-2], body.decode(errors="replace"))
-            self._json(HTTPStatus.ACCEPTED, {"status": "OK"})
-        else:
-            self._json(HTTPStatus.NOT_FOUND, {"errorType": "NotFound", "errorMessage": self.path})
-
-
-class SandboxServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        super().__init__(("127.0.0.1", sandbox.settings.port), Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = super().get_request()
-        # without it every answer waits ~40 ms for the client's delayed ACK (Nagle)
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection, address
-
-
-def main() -> int:
-    settings = Settings.from_environ(dict(os.environ))
-    sandbox = Sandbox(settings)
-    server = SandboxServer(sandbox)
-    threading.Thread(target=server.serve_forever, daemon=True, name="api").start()
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=sandbox.shutdown, daemon=True).start())
-    signal.signal(signal.SIGINT, lambda *_: threading.Thread(target=sandbox.shutdown, daemon=True).start())
-    try:
-        sandbox.start()
-        sandbox.wait()
-    except Exception:
-        log("sandbox failed:\n%s", traceback.format_exc())
-        sandbox.localstack.init_error(error_body("init", "Sandbox.Failure", "the local sandbox failed to start"))
-        return 1
-    finally:
-        sandbox.kill_all()
-        server.shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

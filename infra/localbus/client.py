@@ -20,7 +20,7 @@ from typing import Any
 
 from localbus.deploy import aws_client
 from localbus.invoke import log_events
-from localbus.stack import StackState
+from localbus.stack_state import StackState
 from localbus.traces import TraceStore
 
 

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prometheus = args.prometheus
     if prometheus is None:
-        from localbus.stack import DEFAULT_STATE_DIR, current
+        from localbus.stack_state import DEFAULT_STATE_DIR, current
 
         state = current(Path(os.environ.get("LOCALBUS_STATE_DIR") or DEFAULT_STATE_DIR))
         if state is None:

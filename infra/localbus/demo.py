@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from localbus import stack
+from localbus import stack, stack_state
 from localbus.client import BusError, LocalBus, wait_until
 from localbus.deploy import source_digest
 from localbus.traces import ReceivedSpan, span_tree
@@ -226,7 +226,7 @@ def next_steps(bus: LocalBus) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localbus.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--redeploy", action="store_true", help="deploy again even if the stack is deployed")
-    default_dir = Path(os.environ.get("LOCALBUS_STATE_DIR") or stack.DEFAULT_STATE_DIR)
+    default_dir = Path(os.environ.get("LOCALBUS_STATE_DIR") or stack_state.DEFAULT_STATE_DIR)
     parser.add_argument("--state-dir", type=Path, default=default_dir)
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             next_steps(bus)
         finally:
             bus.close()
-    except (BusError, stack.StackError) as error:
+    except (BusError, stack_state.StackError) as error:
         print(
             f"\nerror: {error}\n(the stack keeps running: `make status` shows each piece and its log)", file=sys.stderr
         )

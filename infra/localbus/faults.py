@@ -6,7 +6,7 @@ delivered twice to a subscription, every dead letter says why, and no answer is 
 
 prints one table row per scenario. The faults are real: the broker SIGKILLed (the supervisor starts it again on
 its durable storage), a proxy answering DynamoDB's writes late, the Pushgateway and the OTLP receiver held down
-(`stack.hold`) or frozen (SIGSTOP), the webhook answering 503, poison records written straight to a consumed
+(`stack_state.hold`) or frozen (SIGSTOP), the webhook answering 503, poison records written straight to a consumed
 topic, and LocalStack stopped and started again (then one deploy brings the bus back; it runs last).
 
 The traffic pauses while the broker is killed: tansu loses acknowledged records when it is killed in the middle
@@ -33,7 +33,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from localbus import stack
+from localbus import stack, stack_state
 from localbus.client import LocalBus, wait_until
 from localbus.ledger import QUEUE, WEBHOOK, Ledger, Reconciliation
 from localbus.proxy import DelayingProxy, Seen
@@ -63,9 +63,9 @@ class Run:
         return Ledger(self.bus, scenario)
 
     def pid(self, piece: str) -> int:
-        state = stack.current(self.state_dir)
+        state = stack_state.current(self.state_dir)
         if state is None:
-            raise stack.StackError("the local stack is not running")
+            raise stack_state.StackError("the local stack is not running")
         return state.pieces[piece].pid
 
 
@@ -200,7 +200,7 @@ def poison(run: Run) -> Reconciliation:
     for value in values:
         producer.produce("orders", key=b"poison", value=value)
     if producer.flush(10) != 0:
-        raise stack.StackError("the poison records were not acknowledged")
+        raise stack_state.StackError("the poison records were not acknowledged")
     ledger.send(run.events - half)
     result = ledger.reconcile()
     letters = _poison_letters(run.bus, ledger, set(values))
@@ -253,7 +253,7 @@ SCENARIOS: dict[str, Scenario] = {
 def _held(run: Run, piece: str, scenario: str) -> Reconciliation:
     """The piece held down for OUTAGE_S while traffic flows, then started again at its address."""
     ledger = run.ledger(scenario)
-    stack.hold(run.state_dir, piece, OUTAGE_S)
+    stack_state.hold(run.state_dir, piece, OUTAGE_S)
     wait_until(lambda: not _alive(run, piece), f"{piece} down", timeout=10)
     half = run.events // 2
     ledger.send(half)
@@ -303,7 +303,7 @@ def trigger_lines(log: Path, start: int, words: tuple[str, ...]) -> list[str]:
 
 
 def _alive(run: Run, piece: str) -> bool:
-    state = stack.current(run.state_dir)
+    state = stack_state.current(run.state_dir)
     return state is not None and piece in state.pieces and state.pieces[piece].alive()
 
 
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)} (all)")
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument(
-        "--state-dir", type=Path, default=Path(os.environ.get("LOCALBUS_STATE_DIR") or stack.DEFAULT_STATE_DIR)
+        "--state-dir", type=Path, default=Path(os.environ.get("LOCALBUS_STATE_DIR") or stack_state.DEFAULT_STATE_DIR)
     )
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 from botocore.exceptions import BotoCoreError, ClientError
 
 from localbus.deploy import aws_client, samconfig_stack_name
-from localbus.stack import DEFAULT_STATE_DIR, current
+from localbus.stack_state import DEFAULT_STATE_DIR, current
 from localbus.venvs import REPO
 
 EVENTS_DIR = REPO / "tests" / "events"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from localbus.client import BusError, LocalBus
-from localbus.stack import DEFAULT_STATE_DIR
+from localbus.stack_state import DEFAULT_STATE_DIR
 from localbus.traces import ReceivedSpan, span_tree
 
 BAR_WIDTH = 30

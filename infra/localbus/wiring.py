@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import KafkaException, NewTopic
 
 from localbus.deploy import aws_client
-
-if TYPE_CHECKING:
-    from localbus.stack import StackState
+from localbus.stack_state import StackState
 
 SUBSCRIPTIONS_PARAMETER = "/event-bus-local/subscriptions"
 WEBHOOK_SECRET_NAME = "event-bus-local/webhook-secret"  # noqa: S105 - a name, not a secret

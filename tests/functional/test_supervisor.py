@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localbus import stack
+from localbus import stack_state
 from localbus.processes import ManagedProcess, free_port, port_of
+from localbus.supervisor import MAX_RESTARTS, Supervisor
 
 pytestmark = pytest.mark.servers
 
@@ -28,11 +29,11 @@ class Sleeper:
 
 
 @pytest.fixture
-def supervisor(tmp_path: Path) -> Iterator[stack.Supervisor]:
+def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
     (tmp_path / "logs").mkdir()
-    supervisor = stack.Supervisor(tmp_path)
-    me = stack.Piece("supervisor", 0, 0, "", "")
-    supervisor.state = stack.StackState(str(tmp_path), me)
+    supervisor = Supervisor(tmp_path)
+    me = stack_state.Piece("supervisor", 0, 0, "", "")
+    supervisor.state = stack_state.StackState(str(tmp_path), me)
     yield supervisor
     supervisor.stop()
 
@@ -46,7 +47,7 @@ def test_a_dead_piece_is_started_again_at_its_address(supervisor, tmp_path):
     restarted = supervisor.watched["sleeper"].server
     assert restarted is not first
     assert restarted.process.process.poll() is None
-    saved = stack.StackState.load(tmp_path)
+    saved = stack_state.StackState.load(tmp_path)
     assert saved is not None
     assert (saved.pieces["sleeper"].pid, saved.pieces["sleeper"].restarts) == (restarted.process.process.pid, 1)
 
@@ -56,8 +57,8 @@ def test_a_held_piece_stays_down_until_the_hold_ends_and_that_is_no_crash(superv
     supervisor._watch(
         "sleeper", Sleeper(tmp_path / "logs", port), f"127.0.0.1:{port}", lambda: Sleeper(tmp_path / "logs", port)
     )
-    monkeypatch.setattr(stack, "current", lambda state_dir: supervisor.state)
-    stack.hold(tmp_path, "sleeper", 0.6)
+    monkeypatch.setattr(stack_state, "current", lambda state_dir: supervisor.state)
+    stack_state.hold(tmp_path, "sleeper", 0.6)
     supervisor.watch_servers()
     held = supervisor.watched["sleeper"]
     assert held.server.process.process.poll() is not None, "stopped for the hold"
@@ -78,12 +79,12 @@ def test_a_piece_that_keeps_dying_is_left_down_with_the_reason(supervisor, tmp_p
     first = Sleeper(tmp_path / "logs", port)
     supervisor._watch("sleeper", first, f"127.0.0.1:{port}", broken)
     first.stop()
-    for _ in range(stack.MAX_RESTARTS + 2):
+    for _ in range(MAX_RESTARTS + 2):
         supervisor.watch_servers()
     watched = supervisor.watched["sleeper"]
     assert watched.given_up
-    assert len(watched.restarts) == stack.MAX_RESTARTS
-    saved = stack.StackState.load(tmp_path)
+    assert len(watched.restarts) == MAX_RESTARTS
+    saved = stack_state.StackState.load(tmp_path)
     assert saved is not None
     assert saved.pieces["sleeper"].failed.endswith("left down")
 

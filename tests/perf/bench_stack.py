@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "infra"))
 
-from localbus import stack  # noqa: E402 - after the path to the local tooling
+from localbus import stack_state  # noqa: E402
 from localbus.client import LocalBus  # noqa: E402
 from localbus.ledger import Ledger  # noqa: E402
 
@@ -114,7 +114,7 @@ def run_phase(bus: LocalBus, name: str, *, seconds: float, rate: float | None) -
     ingest_logs = lambda: sorted((logs / "lambda").glob("*IngestFunction*.log"))  # noqa: E731
     localstack_log = logs / "localstack.log"
     offsets = Offsets([*ingest_logs(), localstack_log])
-    pid = stack.current(bus.state_dir_path).pieces["localstack"].pid  # type: ignore[union-attr]
+    pid = stack_state.current(bus.state_dir_path).pieces["localstack"].pid  # type: ignore[union-attr]
     cpu_before = _cpu_s(pid)
     ledger = Ledger(bus, f"bench-{name.replace(' ', '-')}")
     accepted_at: dict[str, float] = {}
@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
     parser.add_argument("--rates", default="25,50,100", help="offered rates (requests/s), then a closed loop")
     parser.add_argument(
-        "--state-dir", type=Path, default=Path(os.environ.get("LOCALBUS_STATE_DIR") or stack.DEFAULT_STATE_DIR)
+        "--state-dir", type=Path, default=Path(os.environ.get("LOCALBUS_STATE_DIR") or stack_state.DEFAULT_STATE_DIR)
     )
     args = parser.parse_args()
     bus = LocalBus.of(args.state_dir)

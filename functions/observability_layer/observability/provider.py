@@ -3,7 +3,6 @@ and the flush. Functions use it through its methods and the wrappers; nothing el
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -19,17 +18,17 @@ from typing import TYPE_CHECKING, Any, Protocol, overload
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from observability import snapstart
 from observability.config import TelemetrySettings
-from observability.errors import ErrorRecord, new_event_id, scrub, scrub_text
+from observability.errors.capture import ErrorCapture
 from observability.flush import BATCHED_BACKENDS, FAILURES, METRICS_BACKENDS, ExportSchedule, Flusher, FlushReport
-from observability.invocation import current_invocation
 from observability.logs import get_logger
 from observability.metrics import Metrics, PushgatewayExporter, new_instance_id
 from observability.metrics.catalog import MetricKind
+from observability.metrics.exporter import metrics_exporter_for
 from observability.tracing import Tracing, current_ids, links_for
 from observability.types import LambdaContext
 
@@ -45,9 +44,6 @@ class HandlerDecorator(Protocol):
     def __call__[**P, R](self, handler: Callable[P, R], /) -> Callable[P, R]: ...
 
 
-EVENT_ID_ATTRIBUTE = "__eventbus_event_id__"
-"""Set on a captured exception so that outer wrappers re-use its event id instead of capturing twice."""
-
 RESPONSE_MARGIN_S = 0.05
 """Time kept back from the invocation's remaining time for returning the response."""
 
@@ -56,16 +52,6 @@ SNAPSHOT_FLUSH_S = 5.0
 
 SHUTDOWN_BUDGET_S = 0.4
 """Lambda's shutdown phase lasts 500 ms when only internal extensions are registered."""
-
-
-class MetricsExporter(Protocol):
-    """Sends the whole registry of this environment (a Pushgateway PUT, an OTLP metrics POST)."""
-
-    def push(self, timeout: float) -> None: ...
-
-    def rename(self, instance: str) -> None: ...
-
-    def close(self) -> None: ...
 
 
 _LOG_LEVELS = {
@@ -104,35 +90,15 @@ class Telemetry:
             self.sentry = SentryReporter(
                 settings.sentry, server_name=self.function_name, on_dropped=self._count_sentry_drop
             )
-        # where metrics go: a Pushgateway group of this environment's own, or OTLP to a collector
-        self.pushgateway: PushgatewayExporter | None = None
-        self.metrics_exporter: MetricsExporter | None = None
-        self.metrics_backend = "pushgateway"
-        if settings.disabled or settings.metrics_exporter == "none":
-            pass
-        elif settings.metrics_exporter == "otlp":
-            from observability.metrics.otlp import OtlpMetricsExporter, resource_for_metrics
-            from observability.tracing.otlp_http import tls_context
-
-            self.metrics_backend = "otlp_metrics"
-            self.metrics_exporter = OtlpMetricsExporter(
-                settings.otlp_metrics_endpoint,
-                registry=self.metrics.registry,
-                resource_attributes=resource_for_metrics(self.tracing.resource.attributes, self.instance_id),
-                headers=settings.otlp_metrics_headers,
-                compression=settings.otlp_metrics_compression,
-                ssl_context=tls_context(
-                    settings.otlp_certificate, settings.otlp_client_certificate, settings.otlp_client_key
-                ),
-            )
-        elif settings.pushgateway_url:
-            self.pushgateway = self.metrics_exporter = PushgatewayExporter(
-                settings.pushgateway_url,
-                job=settings.service_name,
-                function_name=self.function_name,
-                instance=self.instance_id,
-                registry=self.metrics.registry,
-            )
+        self.metrics_exporter, self.metrics_backend = metrics_exporter_for(
+            settings,
+            self.metrics.registry,
+            function_name=self.function_name,
+            instance_id=self.instance_id,
+            resource_attributes=self.tracing.resource.attributes,
+        )
+        self.pushgateway = self.metrics_exporter if isinstance(self.metrics_exporter, PushgatewayExporter) else None
+        self.errors = ErrorCapture(settings.service_name, self.logger, self.metrics, self.sentry)
         self.flusher = Flusher(settings.flush_timeout_s, settings.backoff_s)
         if self.tracing.exports:
             self.flusher.add("otlp", lambda _timeout: self.tracing.flush())
@@ -218,98 +184,9 @@ class Telemetry:
         handled: bool = True,
     ) -> str:
         """Report an error: a JSON log line, the exception on the current span, the error counters, and
-        Sentry when configured. Returns the event id (Sentry's when Sentry took the event).
-
-        Never raises. An exception that crosses several wrappers is reported (log line, Sentry,
-        `errors_captured_total`) once, by the innermost, and keeps that event id; each outer scope still
-        marks its own span failed and counts its own error metric.
-        """
-        scope_context = dict(context or {})
-        known = getattr(error, EVENT_ID_ATTRIBUTE, None)
-        if isinstance(known, str):
-            try:
-                self._mark_scope(error, component, scope_context, known)
-            except Exception:
-                self.logger.warning("capture_error failed", exc_info=True)
-            return known
-        event_id = new_event_id()
-        try:
-            event_id = self._capture(error, component, operation, scope_context, handled=handled)
-        except Exception:  # error capture must never become the error
-            self.logger.warning("capture_error failed", exc_info=True)
-        with contextlib.suppress(Exception):  # an exception class may refuse new attributes
-            setattr(error, EVENT_ID_ATTRIBUTE, event_id)
-        return event_id
-
-    def _capture(
-        self,
-        error: BaseException,
-        component: str,
-        operation: str,
-        context: dict[str, Any],
-        *,
-        handled: bool,
-    ) -> str:
-        scrubbed = scrub(context)
-        trace_id, span_id = current_ids()
-        error_type, message, stack = ErrorRecord.describe(error)
-        message, stack = scrub_text(message), scrub_text(stack)  # a URL's password, a `token=...` in the text
-        event_id = None
-        if self.sentry is not None:
-            event_id = self.sentry.capture(
-                error,
-                tags={"component": component, "operation": operation, "service": self.settings.service_name},
-                context=scrubbed,
-                trace_id=trace_id,
-                span_id=span_id,
-                handled=handled,
-            )
-        event_id = event_id or new_event_id()
-        trace.get_current_span().record_exception(
-            error,
-            attributes={
-                "event_id": event_id,
-                "component": component,
-                "exception.message": message,
-                "exception.stacktrace": stack,
-            },
-        )
-        invocation = current_invocation()
-        record = ErrorRecord(
-            event_id=event_id,
-            component=component,
-            operation=operation,
-            error_type=error_type,
-            error_message=message,
-            handled=handled,
-            service=self.settings.service_name,
-            trace_id=trace_id,
-            span_id=span_id,
-            request_id=invocation.request_id if invocation else None,
-            correlation_id=str(context.get("correlation_id") or "")
-            or (invocation.correlation_id if invocation else None),
-            context=scrubbed,
-            stacktrace=stack,
-        )
-        self.logger.error("%s: %s", error_type, message, extra={"fields": record.log_fields()})
-        self.metrics.inc("errors_captured_total", component=component, error_type=error_type)
-        self._mark_scope(error, component, context, event_id)
-        return event_id
-
-    def _mark_scope(self, error: BaseException, component: str, context: Mapping[str, Any], event_id: str) -> None:
-        """What every scope an error crosses records: its span fails, and its own error counter counts."""
-        error_type = type(error).__qualname__
-        span = trace.get_current_span()
-        span.set_status(Status(StatusCode.ERROR, scrub_text(f"{error_type}: {error}")[:256]))
-        span.set_attribute("error.type", error_type)
-        span.set_attribute("eventbus.error.event_id", event_id)
-        if component == "event_processing" or "event_type" in context:
-            self.metrics.inc(
-                "event_processing_errors_total",
-                event_type=context.get("event_type"),
-                source=context.get("source"),
-                error_type=error_type,
-            )
+        Sentry when configured. Returns the event id (Sentry's when Sentry took the event). Never raises;
+        an exception that crosses several wrappers is reported once (observability.errors.capture)."""
+        return self.errors.capture(error, component, operation, context, handled=handled)
 
     def _count_sentry_drop(self, reason: str) -> None:
         self.metrics.inc("sentry_events_dropped_total", reason=reason)

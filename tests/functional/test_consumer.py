@@ -10,117 +10,26 @@ import base64
 import json
 import time
 import uuid
-from typing import Any
 
 import pytest
 from localbus.context import LambdaContext
-from localbus.kafka_events import lambda_event, lambda_record
+from localbus.kafka_events import lambda_event
 from localbus.processes import free_port
-from support.consumer import Aws, consumer_env, load_consumer, raw_record
-from support.functions import load_function
+from support.consumer import (
+    batch_for,
+    consumer_env,
+    customer,
+    load_consumer,
+    order,
+    payment,
+    produce_through_ingest,
+    raw_record,
+    subscriptions,
+)
 from support.kafka import header, read_topic
 from support.sqs import receive
 
 pytestmark = pytest.mark.servers
-
-
-def subscriptions(aws: Aws, webhook_url: str, copy_topic: str) -> str:
-    return json.dumps(
-        [
-            {
-                "name": "fulfilment",
-                "match": {"type": "com.example.order.*"},
-                "target": {"type": "sqs", "url": aws.target_queue},
-            },
-            {
-                "name": "order-copy",
-                "match": {"type": "com.example.order.created"},
-                "target": {"type": "kafka", "topic": copy_topic},
-            },
-            {
-                "name": "billing-hook",
-                "match": {"type": "com.example.payment.*", "source": "/shop/payments"},
-                "target": {"type": "webhook", "url": webhook_url},
-            },
-            {
-                "name": "crm",
-                "match": {"type": "com.example.customer.updated"},
-                "target": {"type": "sns", "arn": aws.topic_arn},
-            },
-        ]
-    )
-
-
-def produce_through_ingest(
-    bootstrap: str, monkeypatch: pytest.MonkeyPatch, events: list[dict[str, Any]], trace_id: str
-) -> None:
-    ingest = load_function(
-        "ingest", "ingest", {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OTEL_TRACES_EXPORTER": "none"}, monkeypatch
-    )
-    for event in events:
-        request = {
-            "resource": "/events",
-            "path": "/events",
-            "httpMethod": "POST",
-            "headers": {
-                "Content-Type": "application/cloudevents+json",
-                "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01",
-            },
-            "requestContext": {"requestId": uuid.uuid4().hex},
-            "body": json.dumps(event),
-            "isBase64Encoded": False,
-        }
-        response = ingest.handler(request, LambdaContext(function_name="ingest"))
-        assert response["statusCode"] == 202, response
-
-
-def batch_for(
-    bootstrap: str, events: list[dict[str, Any]], topics: dict[str, str], source: str = "aws:kafka"
-) -> dict[str, Any]:
-    records = []
-    for event in events:
-        (message,) = read_topic(
-            bootstrap,
-            topics[event["id"]],
-            1,
-            accept=lambda m, event_id=event["id"]: header(m, "ce_id") == event_id.encode(),
-        )
-        records.append(lambda_record(message))
-    return lambda_event(records, source=source, bootstrap=bootstrap)
-
-
-def order(**extra: Any) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": uuid.uuid4().hex,
-        "source": "/shop/orders",
-        "type": "com.example.order.created",
-        "subject": f"o-{uuid.uuid4().hex[:6]}",
-        "data": {"order_id": "o-1", "amount": 10, "currency": "EUR"},
-        **extra,
-    }
-
-
-def payment(**extra: Any) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": uuid.uuid4().hex,
-        "source": "/shop/payments",
-        "type": "com.example.payment.captured",
-        "subject": "o-1",
-        "data": {"order_id": "o-1", "method": "card"},
-        **extra,
-    }
-
-
-def customer() -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": uuid.uuid4().hex,
-        "source": "/crm",
-        "type": "com.example.customer.updated",
-        "data": {"tier": "gold"},
-    }
 
 
 class TestDelivery:
@@ -459,88 +368,3 @@ class TestIdempotency:
         assert len(webhook.received) == 1
         metrics = consumer.telemetry.metrics
         assert metrics.value("deliveries_total", subscription="fulfilment", target_type="sqs", outcome="duplicate") == 1
-
-
-class TestTracing:
-    def test_one_consumer_span_per_batch_linked_to_each_producer_and_record_spans_in_their_traces(
-        self, kafka_bootstrap, otlp_receiver, aws, webhook, monkeypatch, service_name
-    ):
-        events = [order(), order(), payment()]
-        trace_ids = [uuid.uuid4().hex for _ in events]
-        for event, trace_id in zip(events, trace_ids, strict=True):
-            produce_through_ingest(kafka_bootstrap, monkeypatch, [event], trace_id)
-        topics = {e["id"]: "payments" if "payment" in e["type"] else "orders" for e in events}
-        batch = batch_for(kafka_bootstrap, events, topics)
-        producers = {
-            tuple(header_text(record, "traceparent").split("-")[1:3])
-            for records in batch["records"].values()
-            for record in records
-        }
-        env = consumer_env(kafka_bootstrap, aws, subscriptions(aws, webhook.start(), "x"))
-        env |= {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint}
-        env["OTEL_SERVICE_NAME"] = service_name
-        consumer = load_consumer(monkeypatch, env)
-        assert consumer.handler(batch, LambdaContext(function_name="consumer")) == {"batchItemFailures": []}
-
-        spans = otlp_receiver.store.wait_for(
-            lambda found: sum(span.name.startswith("process com.example") for span in found) == 3, service_name
-        )
-        (batch_span,) = [span for span in spans if span.links and span.name.startswith("process ")]
-        assert batch_span.kind == 5  # CONSUMER
-        assert set(batch_span.links) == producers
-        assert batch_span.attributes["messaging.batch.message_count"] == 3
-        record_spans = [span for span in spans if span.name.startswith("process com.example")]
-        assert {(span.trace_id, span.parent_span_id) for span in record_spans} == producers
-        assert {span.trace_id for span in record_spans} == set(trace_ids), "each delivery sits in its request's trace"
-        deliveries = [span for span in spans if span.name.startswith("deliver ")]
-        record_span_ids = {(span.trace_id, span.span_id) for span in record_spans}
-        for delivery in deliveries:  # a delivery's span is in its event's trace, or (a batch call) links to them
-            assert delivery.trace_id in trace_ids or set(delivery.links) <= record_span_ids, delivery.name
-
-    def test_records_whose_producer_sampled_out_get_no_span_and_their_deliveries_carry_its_trace_on(
-        self, kafka_bootstrap, otlp_receiver, aws, webhook, monkeypatch, service_name
-    ):
-        """A record whose traceparent says its producer did not sample it starts no span (it would record
-        nothing), yet its webhook delivery still carries the producer's trace, unsampled; a sampled record in
-        the same batch keeps its span and its link."""
-        sampled, unsampled = (uuid.uuid4().hex, uuid.uuid4().hex[:16]), (uuid.uuid4().hex, uuid.uuid4().hex[:16])
-        records = [
-            raw_record(
-                "payments",
-                offset,
-                json.dumps(event).encode(),
-                [
-                    ("content-type", b"application/cloudevents+json"),
-                    ("traceparent", f"00-{ids[0]}-{ids[1]}-{flags}".encode()),
-                ],
-            )
-            for offset, (event, ids, flags) in enumerate([(payment(), unsampled, "00"), (payment(), sampled, "01")])
-        ]
-        env = consumer_env(kafka_bootstrap, aws, subscriptions(aws, webhook.start(), "x"))
-        env |= {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint}
-        env["OTEL_SERVICE_NAME"] = service_name
-        consumer = load_consumer(monkeypatch, env)
-        answer = consumer.handler(lambda_event(records, bootstrap=kafka_bootstrap), LambdaContext(function_name="c"))
-        assert answer == {"batchItemFailures": []}
-
-        carried = {
-            delivery["headers"]["traceparent"].split("-")[1]: delivery["headers"]["traceparent"]
-            for delivery in webhook.received
-        }
-        assert set(carried) == {sampled[0], unsampled[0]}, "both events were delivered, each in its own trace"
-        assert carried[unsampled[0]].endswith("-00")
-        assert carried[sampled[0]].endswith("-01")
-        spans = otlp_receiver.store.wait_for(
-            lambda found: any(s.name.startswith("deliver ") for s in found), service_name
-        )
-        assert {span.trace_id for span in spans if span.name.startswith("process com.example")} == {sampled[0]}
-        assert unsampled[0] not in {span.trace_id for span in spans}, "nothing of the sampled-out trace is exported"
-        (batch_span,) = [span for span in spans if span.name == "process payments"]
-        assert set(batch_span.links) == {sampled}
-
-
-def header_text(record: dict[str, Any], name: str) -> str:
-    for item in record["headers"]:
-        if name in item:
-            return bytes(item[name]).decode()
-    raise KeyError(name)

@@ -4,7 +4,9 @@ retry queues and its table; a webhook receiver; its environment; records shaped 
 from __future__ import annotations
 
 import base64
+import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -12,9 +14,12 @@ from typing import Any
 
 import boto3
 import pytest
+from localbus.context import LambdaContext
+from localbus.kafka_events import lambda_event, lambda_record
 from localbus.webhook import WebhookReceiver
 from moto import mock_aws
 from support.functions import load_function
+from support.kafka import header, read_topic
 from support.moto import use_moto_credentials
 
 REGION = "us-east-1"
@@ -113,3 +118,112 @@ def raw_record(
         "value": encoded,
         "headers": [{name: list(data)} for name, data in headers],
     }
+
+
+# events and batches for tests/functional/test_consumer*.py
+
+
+def subscriptions(aws: Aws, webhook_url: str, copy_topic: str) -> str:
+    return json.dumps(
+        [
+            {
+                "name": "fulfilment",
+                "match": {"type": "com.example.order.*"},
+                "target": {"type": "sqs", "url": aws.target_queue},
+            },
+            {
+                "name": "order-copy",
+                "match": {"type": "com.example.order.created"},
+                "target": {"type": "kafka", "topic": copy_topic},
+            },
+            {
+                "name": "billing-hook",
+                "match": {"type": "com.example.payment.*", "source": "/shop/payments"},
+                "target": {"type": "webhook", "url": webhook_url},
+            },
+            {
+                "name": "crm",
+                "match": {"type": "com.example.customer.updated"},
+                "target": {"type": "sns", "arn": aws.topic_arn},
+            },
+        ]
+    )
+
+
+def produce_through_ingest(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch, events: list[dict[str, Any]], trace_id: str
+) -> None:
+    ingest = load_function(
+        "ingest", "ingest", {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OTEL_TRACES_EXPORTER": "none"}, monkeypatch
+    )
+    for event in events:
+        request = {
+            "resource": "/events",
+            "path": "/events",
+            "httpMethod": "POST",
+            "headers": {
+                "Content-Type": "application/cloudevents+json",
+                "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01",
+            },
+            "requestContext": {"requestId": uuid.uuid4().hex},
+            "body": json.dumps(event),
+            "isBase64Encoded": False,
+        }
+        response = ingest.handler(request, LambdaContext(function_name="ingest"))
+        assert response["statusCode"] == 202, response
+
+
+def batch_for(
+    bootstrap: str, events: list[dict[str, Any]], topics: dict[str, str], source: str = "aws:kafka"
+) -> dict[str, Any]:
+    records = []
+    for event in events:
+        (message,) = read_topic(
+            bootstrap,
+            topics[event["id"]],
+            1,
+            accept=lambda m, event_id=event["id"]: header(m, "ce_id") == event_id.encode(),
+        )
+        records.append(lambda_record(message))
+    return lambda_event(records, source=source, bootstrap=bootstrap)
+
+
+def order(**extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "/shop/orders",
+        "type": "com.example.order.created",
+        "subject": f"o-{uuid.uuid4().hex[:6]}",
+        "data": {"order_id": "o-1", "amount": 10, "currency": "EUR"},
+        **extra,
+    }
+
+
+def payment(**extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "/shop/payments",
+        "type": "com.example.payment.captured",
+        "subject": "o-1",
+        "data": {"order_id": "o-1", "method": "card"},
+        **extra,
+    }
+
+
+def customer() -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": uuid.uuid4().hex,
+        "source": "/crm",
+        "type": "com.example.customer.updated",
+        "data": {"tier": "gold"},
+    }
+
+
+def header_text(record: dict[str, Any], name: str) -> str:
+    for item in record["headers"]:
+        if name in item:
+            return bytes(item[name]).decode()
+    raise KeyError(name)

@@ -1,6 +1,6 @@
 """The event contract's pieces on their own (eventbus.contract): header values, attribute rules, data by content
 type, and the Kafka binding's round trip. The same rules through the real handlers are in
-tests/functional/test_conformance.py."""
+tests/functional/test_conformance_*.py."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from lambda_event_bus.telemetry import Telemetry
 from localbus import deploy, servers
 from localbus.context import LambdaContext
-from observability import Telemetry
 from support.sentry_stub import SentryIngest
 
 

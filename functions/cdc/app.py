@@ -10,12 +10,12 @@ from typing import Any
 
 from cdc.processor import CdcProcessor
 from cdc.settings import CdcSettings
-from eventbus import aws
-from eventbus.dead_letters import DeadLetterQueue
-from eventbus.kafka_settings import KafkaSettings
-from eventbus.producer import EventProducer
-from observability import get_telemetry
-from observability.types import LambdaContext
+from lambda_event_bus.base import LambdaContext
+from lambda_event_bus.bus import aws
+from lambda_event_bus.bus.dead_letters import DeadLetterQueue
+from lambda_event_bus.bus.kafka_settings import KafkaSettings
+from lambda_event_bus.bus.producer import EventProducer
+from lambda_event_bus.telemetry import get_telemetry
 from opentelemetry.trace import SpanKind
 
 telemetry = get_telemetry()

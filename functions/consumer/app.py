@@ -23,12 +23,12 @@ from consumer.processor import Processor
 from consumer.retrier import Retrier
 from consumer.settings import ConsumerSettings
 from consumer.targets import Deliverer
-from eventbus import aws
-from eventbus.idempotency import DynamoDBIdempotency, Idempotency, LocalIdempotency
-from eventbus.kafka_settings import KafkaSettings, read_secret
-from eventbus.producer import EventProducer
-from observability import get_telemetry
-from observability.types import LambdaContext
+from lambda_event_bus.base import LambdaContext
+from lambda_event_bus.bus import aws
+from lambda_event_bus.bus.idempotency import DynamoDBIdempotency, Idempotency, LocalIdempotency
+from lambda_event_bus.bus.kafka_settings import KafkaSettings, read_secret
+from lambda_event_bus.bus.producer import EventProducer
+from lambda_event_bus.telemetry import get_telemetry
 from opentelemetry.trace import SpanKind
 
 telemetry = get_telemetry()

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventbus.idempotency import DynamoDBIdempotency, Idempotency, NoIdempotency
-from eventbus.kafka_settings import KafkaSettings
-from eventbus.producer import EventProducer
 from ingest.api import Api
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from ingest.validation import SchemaRegistry
-from observability import get_telemetry
-from observability.types import LambdaContext
+from lambda_event_bus.base import LambdaContext
+from lambda_event_bus.bus.idempotency import DynamoDBIdempotency, Idempotency, NoIdempotency
+from lambda_event_bus.bus.kafka_settings import KafkaSettings
+from lambda_event_bus.bus.producer import EventProducer
+from lambda_event_bus.telemetry import get_telemetry
 
 telemetry = get_telemetry()
 settings = IngestSettings.from_env()

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+from lambda_event_bus.base import LambdaContext
+from lambda_event_bus.telemetry import get_telemetry
 from maintenance import (
     ConnectorSource,
     KafkaConnectClient,
@@ -21,8 +23,6 @@ from maintenance import (
     MskConnectSource,
     PushgatewaySweeper,
 )
-from observability import get_telemetry
-from observability.types import LambdaContext
 
 telemetry = get_telemetry()
 settings = MaintenanceSettings.from_env()
@@ -31,7 +31,7 @@ sources: list[ConnectorSource] = []
 if settings.kafka_connect_url:
     sources.append(KafkaConnectRestSource(settings.kafka_connect_url, settings.connect_timeout_s))
 if settings.msk_connector_arns:
-    from eventbus import aws
+    from lambda_event_bus.bus import aws
 
     # botocore's defaults (60 s timeouts, retries) would outlast the schedule's invocation
     kafkaconnect = aws.client("kafkaconnect", aws.fast_config(settings.connect_timeout_s, settings.connect_timeout_s))

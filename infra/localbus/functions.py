@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from observability.provider import reset_telemetry
+from lambda_event_bus.telemetry.provider import reset_telemetry
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 

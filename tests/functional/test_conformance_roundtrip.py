@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from eventbus.contract import data_value, read_structured
-from eventbus.contract.event import bytes_kind
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as event_label
 from hypothesis import strategies as st
+from lambda_event_bus.bus.contract import data_value, read_structured
+from lambda_event_bus.bus.contract.event import bytes_kind
 from localbus.kafka_events import lambda_record
 from support.conformance import BATCH_TYPE, STRUCTURED_TYPE, Bus, conformance_bus
 

@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 from cloudevents.core.v1.event import CloudEvent
-from eventbus.contract import to_kafka_record
-from eventbus.kafka_settings import KafkaSettings
-from eventbus.producer import NOT_ACKNOWLEDGED, EventProducer
+from lambda_event_bus.bus.contract import to_kafka_record
+from lambda_event_bus.bus.kafka_settings import KafkaSettings
+from lambda_event_bus.bus.producer import NOT_ACKNOWLEDGED, EventProducer
+from lambda_event_bus.telemetry import Telemetry, TelemetrySettings
 from localbus.processes import free_port
-from observability import Telemetry, TelemetrySettings
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.kafka import read_topic
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.servers
 LAYER_SOURCE = Path(__file__).resolve().parents[2] / "functions" / "observability_layer"
 EXTENSION_READY = "EXTENSION\tName: eventbus-telemetry\tState: Ready\tEvents: [INVOKE]"
 HANDLER = """
-from observability import get_telemetry
+from lambda_event_bus.telemetry import get_telemetry
 
 telemetry = get_telemetry()
 

@@ -57,7 +57,7 @@ def slow_proxy(dynamodb: str) -> Iterator[DelayingProxy]:
 
 
 def store(table: str, endpoint: str, monkeypatch: pytest.MonkeyPatch):
-    from eventbus.idempotency import DynamoDBIdempotency
+    from lambda_event_bus.bus.idempotency import DynamoDBIdempotency
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     return DynamoDBIdempotency(table, 3600, function_name="ingest")

@@ -90,7 +90,7 @@ class TestIdempotency:
         assert len(records) == 1
 
     def test_an_event_another_request_is_producing_is_409(self, with_table):
-        from eventbus.idempotency import DynamoDBIdempotency
+        from lambda_event_bus.bus.idempotency import DynamoDBIdempotency
 
         event = cloud_event()
         other_request = DynamoDBIdempotency("idempotency", 3600, function_name="ingest")

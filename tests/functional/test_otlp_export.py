@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
+from lambda_event_bus.telemetry.tracing import links_for
+from lambda_event_bus.telemetry.tracing.otlp_http import OtlpHttpSpanExporter
 from localbus.context import LambdaContext
-from observability.tracing import links_for
-from observability.tracing.otlp_http import OtlpHttpSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import SpanKind
 from support.events import load_event

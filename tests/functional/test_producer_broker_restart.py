@@ -61,14 +61,14 @@ def topic(broker: Broker) -> str:
 
 @pytest.fixture
 def producer(broker: Broker, make_telemetry):
-    from eventbus.kafka_settings import KafkaSettings
-    from eventbus.producer import EventProducer
+    from lambda_event_bus.bus.kafka_settings import KafkaSettings
+    from lambda_event_bus.bus.producer import EventProducer
 
     return EventProducer(KafkaSettings(bootstrap_servers=broker.bootstrap), make_telemetry(), delivery_timeout_s=5)
 
 
 def record(topic: str):
-    from eventbus.records import KafkaRecord
+    from lambda_event_bus.bus.records import KafkaRecord
 
     return KafkaRecord(topic=topic, value=b"{}", key=b"k", event_id=uuid.uuid4().hex, event_type="t", source="/s")
 
@@ -100,7 +100,7 @@ def test_a_producer_the_broker_forgot_is_replaced_and_nothing_raises(broker, top
 
 
 def test_the_deep_health_check_sees_a_producer_that_cannot_produce(broker, topic, producer):
-    from eventbus.producer import ProducerFailedError
+    from lambda_event_bus.bus.producer import ProducerFailedError
 
     forget_the_producer(broker, topic, producer)
     raw = producer._producer

@@ -4,8 +4,8 @@ environment, replaced whole at each flush, the last time at shutdown (the group 
 from __future__ import annotations
 
 import pytest
+from lambda_event_bus.telemetry.metrics import CATALOG_BY_NAME
 from localbus.context import LambdaContext
-from observability.metrics import CATALOG_BY_NAME
 from support import pushgateway as gateway
 from support.events import load_event
 

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from observability.metrics import Metrics, PushgatewayExporter
-from observability.metrics.pushgateway import PushgatewayError
+from lambda_event_bus.telemetry.metrics import Metrics, PushgatewayExporter
+from lambda_event_bus.telemetry.metrics.pushgateway import PushgatewayError
 
 pytestmark = pytest.mark.servers
 

@@ -20,7 +20,7 @@ LAYER = Path(__file__).resolve().parents[2] / "functions" / "observability_layer
 
 ENVIRONMENT_PROCESS = """
 import sys, time
-from observability import get_telemetry
+from lambda_event_bus.telemetry import get_telemetry
 
 telemetry = get_telemetry()
 telemetry.lambda_handler(lambda event, context: None)({}, None)

@@ -31,7 +31,7 @@ PACE_S = 0.1
 INTERVAL_MS = 1000
 
 HANDLER = """
-from observability import get_telemetry
+from lambda_event_bus.telemetry import get_telemetry
 
 telemetry = get_telemetry()
 exporter = telemetry.tracing.otlp_exporter

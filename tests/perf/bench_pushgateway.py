@@ -2,12 +2,12 @@
 
     make bench-pushgateway ARGS="[--groups 500,2000] [--quick] [--json PATH]"
 
-What is simulated, and why. Every Lambda execution environment pushes its whole registry (the layer's metric
-catalog plus prometheus_client's runtime collectors) under a grouping key of its own: job = service,
-function_name, instance = a 16-hex id made at init (observability.metrics.pushgateway). The Pushgateway never
-merges groups and never expires them, so it holds one group per environment alive (and per environment that died
-since MaintenanceFunction's last sweep), and Prometheus scrapes all of them at every scrape. At Lambda scale that
-is thousands of groups: this script measures what that costs and where it stops working.
+What is simulated, and why. Every Lambda execution environment pushes its whole registry (the layer's metric catalog
+plus prometheus_client's runtime collectors) under a grouping key of its own: job = service, function_name, instance
+= a 16-hex id made at init (lambda_event_bus.telemetry.metrics.pushgateway). The Pushgateway never merges groups and
+never expires them, so it holds one group per environment alive (and per environment that died since
+MaintenanceFunction's last sweep), and Prometheus scrapes all of them at every scrape. At Lambda scale that is
+thousands of groups: this script measures what that costs and where it stops working.
 
 For each group count N, with a Prometheus scraping the Pushgateway every second (infra/prometheus/prometheus.yml,
 infra/localbus/servers.py):
@@ -59,14 +59,14 @@ for _path in (ROOT / "functions" / "observability_layer", ROOT / "functions" / "
         sys.path.insert(0, str(_path))
 
 from bench_tables import percentile  # noqa: E402 - after the paths above
+from lambda_event_bus.telemetry.config import DEFAULT_FLUSH_TIMEOUT_MS  # noqa: E402
+from lambda_event_bus.telemetry.metrics import Metrics  # noqa: E402
 from localbus import servers  # noqa: E402
 from localbus.processes import ManagedProcess, binary, free_port  # noqa: E402
 from maintenance.deadline import Deadline  # noqa: E402
 from maintenance.groups import PushgatewaySweeper  # noqa: E402
 from maintenance.rest import MAX_RESPONSE_BYTES  # noqa: E402
 from maintenance.settings import MaintenanceSettings  # noqa: E402
-from observability.config import DEFAULT_FLUSH_TIMEOUT_MS  # noqa: E402
-from observability.metrics import Metrics  # noqa: E402
 from pushgateway_load import (  # noqa: E402 - after the paths above
     PUSHERS,
     count_series,

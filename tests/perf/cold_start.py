@@ -55,7 +55,7 @@ os._exit(0)  # not the clients' own teardown (a producer's flush at exit): nothi
 TRIVIAL_RESPONSE = "{'statusCode': 202, 'headers': {'Content-Type': 'application/json'}, 'body': '{\"accepted\":true}'}"
 
 OURS_LAYER = f"""
-from observability import get_telemetry
+from lambda_event_bus.telemetry import get_telemetry
 telemetry = get_telemetry()
 @telemetry.http_handler
 def handler(event, context):

@@ -70,7 +70,7 @@ def describe_flush(telemetry: Any) -> Callable[[], str]:
 
 
 def build_ours_http() -> Prepared:
-    from observability import Telemetry
+    from lambda_event_bus.telemetry import Telemetry
 
     telemetry = Telemetry.from_environment(dict(os.environ))
     exporter = telemetry.tracing.otlp_exporter
@@ -82,7 +82,7 @@ def build_ours_http() -> Prepared:
 
 
 def build_ours_lambda() -> Prepared:
-    from observability import Telemetry
+    from lambda_event_bus.telemetry import Telemetry
 
     telemetry = Telemetry.from_environment(dict(os.environ))
     return Prepared(telemetry.lambda_handler(trivial_handler), describe_flush(telemetry))

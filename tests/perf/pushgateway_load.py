@@ -24,9 +24,9 @@ for _path in (ROOT / "functions" / "observability_layer", ROOT / "functions" / "
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from lambda_event_bus.telemetry.metrics import Metrics, PushgatewayExporter, new_instance_id  # noqa: E402
 from localbus import servers  # noqa: E402
 from localbus.processes import binary  # noqa: E402
-from observability.metrics import Metrics, PushgatewayExporter, new_instance_id  # noqa: E402
 
 PUSHERS = 16
 """Concurrent pushers (environments flushing at the same moment); each keeps its own connections."""

@@ -86,7 +86,7 @@ def built_layer(build_dir: Path) -> Path:
 
 
 def test_sam_build_puts_the_layer_and_its_pinned_dependencies_under_python(built_layer: Path):
-    assert (built_layer / "observability" / "__init__.py").exists()
+    assert (built_layer / "lambda_event_bus" / "telemetry" / "__init__.py").exists()
     # the collector extension's configuration, at CollectorConfigUri's default once Lambda unpacks it in /opt
     assert (built_layer / "collector-config" / "lambda.yaml").is_file()
     requirements = (ROOT / "functions" / "observability_layer" / "requirements.txt").read_text().splitlines()
@@ -102,7 +102,7 @@ def test_the_built_layer_runs_a_wrapped_handler_with_nothing_else_on_the_path(bu
     """As in Lambda: the layer's python/ folder alone (no site-packages) must hold everything."""
     probe = (
         "import json, sys\n"
-        "from observability import get_telemetry\n"
+        "from lambda_event_bus.telemetry import get_telemetry\n"
         "telemetry = get_telemetry()\n"
         "handler = telemetry.http_handler(lambda event, context: {'statusCode': 204})\n"
         "print(json.dumps(handler({'httpMethod': 'GET', 'resource': '/health', 'path': '/health'}, None)))\n"

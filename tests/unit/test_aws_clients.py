@@ -14,7 +14,7 @@ LAYER = Path(__file__).resolve().parents[2] / "functions" / "observability_layer
 
 PROBE = """
 import sys, time
-from eventbus import aws
+from lambda_event_bus.bus import aws
 import botocore.exceptions, botocore.loaders
 
 calls = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from observability.metrics import OVERFLOW_VALUE, CardinalityGuard, Metrics
+from lambda_event_bus.telemetry.metrics import OVERFLOW_VALUE, CardinalityGuard, Metrics
 
 
 def test_values_past_the_limit_fold_and_are_counted():

@@ -9,7 +9,7 @@ from cdc import debezium, dynamodb
 from cdc.events import to_cloud_event
 from cdc.model import UndecodableChangeError
 from cdc.settings import CdcSettings
-from observability import ConfigError
+from lambda_event_bus.base import ConfigError
 
 
 def envelope(op: str, **fields: object) -> bytes:
@@ -158,7 +158,7 @@ def test_bad_settings_fail_with_one_line(variable, value):
 
 class TestReviewedEdges:
     def test_lambda_events_carry_binary_as_base64_and_it_stays_json(self):
-        from eventbus.contract import to_kafka_record
+        from lambda_event_bus.bus.contract import to_kafka_record
 
         record = {
             "eventName": "INSERT",

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lambda_event_bus.telemetry.config import METRICS_EXPORTERS
 from localbus.cfn import NO_VALUE, Evaluator, MissingPhysicalIdError, TemplateError, load_template
 from localbus.kafka_trigger import samconfig_parameters
-from observability.config import METRICS_EXPORTERS
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

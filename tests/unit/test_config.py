@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from observability import ConfigError, TelemetrySettings
+from lambda_event_bus.base import ConfigError
+from lambda_event_bus.telemetry import TelemetrySettings
 
 LAYER = Path(__file__).resolve().parents[2] / "functions" / "observability_layer"
 
@@ -152,7 +153,7 @@ def test_blank_values_count_as_unset():
 def test_start_up_with_a_bad_value_stops_with_that_line():
     """What a cold start prints: the process fails and the last line names the variable."""
     result = subprocess.run(
-        [sys.executable, "-c", "from observability import get_telemetry; get_telemetry()"],
+        [sys.executable, "-c", "from lambda_event_bus.telemetry import get_telemetry; get_telemetry()"],
         env={"PYTHONPATH": str(LAYER), "OTEL_TRACES_SAMPLER": "sometimes", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
@@ -161,4 +162,6 @@ def test_start_up_with_a_bad_value_stops_with_that_line():
     )
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("observability.exceptions.ConfigError: OTEL_TRACES_SAMPLER='sometimes' is invalid")
+    assert last_line.startswith(
+        "lambda_event_bus.base.exceptions.ConfigError: OTEL_TRACES_SAMPLER='sometimes' is invalid"
+    )

@@ -16,8 +16,8 @@ from consumer.parking import Backoff, Ticket
 from consumer.settings import ConsumerSettings
 from consumer.subscriptions import RetryPolicy, Subscription, matching, parse_subscriptions
 from consumer.targets import Outbound, batches, sign
-from eventbus.contract import data_value
-from observability import ConfigError
+from lambda_event_bus.base import ConfigError
+from lambda_event_bus.bus.contract import data_value
 
 
 def event(**attributes: object) -> CloudEvent:
@@ -164,7 +164,7 @@ def test_webhook_signature_is_hmac_sha256_of_timestamp_dot_body():
 def test_a_dead_letter_always_fits_an_sqs_message():
     from consumer.dead_letters import DeadLetter
     from consumer.decoding import RawRecord
-    from eventbus.dead_letters import MAX_MESSAGE_BYTES
+    from lambda_event_bus.bus.dead_letters import MAX_MESSAGE_BYTES
 
     raw = RawRecord("orders", 0, 1, None, b"k" * 400_000, b"v" * 900_000, [("big", b"h" * 800_000)])
     body = DeadLetter.of(raw, "poison record: too big", "e" * 32).body()

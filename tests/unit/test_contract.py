@@ -1,5 +1,5 @@
-"""The event contract's pieces on their own (eventbus.contract): header values, attribute rules, data by content
-type, and the Kafka binding's round trip. The same rules through the real handlers are in
+"""The event contract's pieces on their own (lambda_event_bus.bus.contract): header values, attribute rules, data by
+content type, and the Kafka binding's round trip. The same rules through the real handlers are in
 tests/functional/test_conformance_*.py."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import urllib.parse
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from eventbus.contract import (
+from hypothesis import given
+from hypothesis import strategies as st
+from lambda_event_bus.bus.contract import (
     EVENT_FORMAT,
     InvalidEventError,
     TypePattern,
@@ -23,11 +25,9 @@ from eventbus.contract import (
     structured_document,
     to_kafka_record,
 )
-from eventbus.contract.attributes import time_problem, uri_problem
-from eventbus.contract.event import bytes_kind
-from eventbus.contract.http import header_value
-from hypothesis import given
-from hypothesis import strategies as st
+from lambda_event_bus.bus.contract.attributes import time_problem, uri_problem
+from lambda_event_bus.bus.contract.event import bytes_kind
+from lambda_event_bus.bus.contract.http import header_value
 
 # CloudEvents strings: no control characters, noncharacters or lone surrogates (spec.md, Type System)
 TEXT = st.text(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lambda_event_bus.telemetry.metrics import CATALOG_BY_NAME
 from localbus import dashboards as dash
 from localbus.dashboards import (
     DASHBOARDS,
@@ -26,7 +27,6 @@ from localbus.dashboards import (
     substitute,
 )
 from localbus.processes import binary
-from observability.metrics import CATALOG_BY_NAME
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 GRAFANA = INFRA / "grafana"

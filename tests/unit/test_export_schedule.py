@@ -4,10 +4,10 @@ TELEMETRY_EXPORT_INTERVAL_MS, and exports after every invocation otherwise (and 
 from __future__ import annotations
 
 import pytest
+from lambda_event_bus.telemetry import Telemetry, TelemetrySettings
+from lambda_event_bus.telemetry.config import ConfigError
+from lambda_event_bus.telemetry.flush import ExportSchedule
 from localbus.context import LambdaContext
-from observability import Telemetry, TelemetrySettings
-from observability.config import ConfigError
-from observability.flush import ExportSchedule
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from observability.flush import Flusher
+from lambda_event_bus.telemetry.flush import Flusher
 
 
 def test_steps_run_in_order_and_report_their_outcomes():

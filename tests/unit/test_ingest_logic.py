@@ -8,11 +8,11 @@ from pathlib import Path
 import boto3
 import pytest
 from cloudevents.core.v1.event import CloudEvent
-from eventbus.kafka_settings import KafkaSettings
 from ingest.routing import TopicRouter, partition_key
 from ingest.settings import IngestSettings, load_shipped_routes
+from lambda_event_bus.base import ConfigError
+from lambda_event_bus.bus.kafka_settings import KafkaSettings
 from moto import mock_aws
-from observability import ConfigError
 from support.moto import use_moto_credentials
 
 
@@ -170,7 +170,7 @@ class TestDeliveryOutcomes:
 
     def test_the_kafka_error_decides_between_not_sent_and_unknown(self):
         from confluent_kafka import KafkaError
-        from eventbus.producer import DELIVERED, NOT_SENT, UNKNOWN, _outcome
+        from lambda_event_bus.bus.producer import DELIVERED, NOT_SENT, UNKNOWN, _outcome
 
         assert _outcome(None, None) == UNKNOWN, "no report by the deadline: it was in flight"
         assert _outcome(KafkaError(KafkaError._PURGE_QUEUE), None) == NOT_SENT
@@ -180,11 +180,11 @@ class TestDeliveryOutcomes:
         assert _outcome(None, object()) == DELIVERED
 
     def test_unknown_outcomes_keep_their_claim_and_not_sent_ones_release_it(self):
-        from eventbus.idempotency import Claim, ClaimState
-        from eventbus.producer import DELIVERED, NOT_SENT, UNKNOWN, Delivery
         from ingest.errors import UnavailableError
         from ingest.service import IngestService
         from ingest.validation import SchemaRegistry
+        from lambda_event_bus.bus.idempotency import Claim, ClaimState
+        from lambda_event_bus.bus.producer import DELIVERED, NOT_SENT, UNKNOWN, Delivery
 
         calls: list[tuple[str, str]] = []
 

@@ -17,7 +17,7 @@ LAYER = Path(__file__).resolve().parents[2] / "functions" / "observability_layer
 
 PROBE = """
 import json, sys
-from observability import get_telemetry
+from lambda_event_bus.telemetry import get_telemetry
 
 telemetry = get_telemetry()
 
@@ -37,7 +37,7 @@ modules = (
     "sentry_sdk",
     "grpc",
     "opentelemetry.propagators.aws",
-    "observability.tracing.otlp_http",
+    "lambda_event_bus.telemetry.tracing.otlp_http",
     "opentelemetry.exporter.otlp.proto.http",
     "requests",
     "google.protobuf",
@@ -70,7 +70,7 @@ def test_defaults_import_neither_sentry_nor_grpc_nor_xray():
         "grpc": False,
         "opentelemetry.propagators.aws": False,
         # OTLP/HTTP goes through the layer's own sender: neither the SDK's exporter nor `requests` (~45 ms)
-        "observability.tracing.otlp_http": True,
+        "lambda_event_bus.telemetry.tracing.otlp_http": True,
         "opentelemetry.exporter.otlp.proto.http": False,
         "requests": False,
         # its spans are written by the layer's encoder: protobuf's runtime and the OTLP classes stay unloaded
@@ -115,7 +115,7 @@ DEPLOYED = {
 FUNCTION_PROBE = """
 import json, sys
 import app
-from eventbus import aws
+from lambda_event_bus.bus import aws
 modules = (
     "boto3", "requests", "opentelemetry.propagate", "opentelemetry.exporter.otlp.proto.http", "sentry_sdk",
     "google.protobuf",
@@ -167,7 +167,7 @@ def test_the_layers_propagator_becomes_the_global_one_when_instrumentation_loade
     """Third-party instrumentation imported before the layer finds the layer's propagator (e.g. xray) in use."""
     probe = """
 from opentelemetry import propagate
-from observability import get_telemetry
+from lambda_event_bus.telemetry import get_telemetry
 telemetry = get_telemetry()
 print(propagate.get_global_textmap() is telemetry.tracing.propagator)
 """

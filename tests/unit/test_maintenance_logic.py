@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from lambda_event_bus.base import ConfigError
 from maintenance import (
     ConnectorFailure,
     Deadline,
@@ -26,7 +27,6 @@ from maintenance import (
 from maintenance.connectors import connect_status_running, connector_names
 from maintenance.rest import Endpoint
 from maintenance.settings import connector_name_from_arn
-from observability import ConfigError
 from support.fakes import FakeKafkaConnectClient
 
 ARN = "arn:aws:kafkaconnect:eu-west-1:123456789012:connector/orders-cdc/0f6a5c2e-1111-2222-3333-444455556666-3"

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import prometheus_client
 import pytest
-from observability.metrics import CATALOG, Metrics
+from lambda_event_bus.telemetry.metrics import CATALOG, Metrics
 from prometheus_client.parser import text_string_to_metric_families
 
 # The names and labels ARCHITECTURE.md fixes (dashboards, alerts and later checks rely on them).

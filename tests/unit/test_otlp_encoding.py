@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from observability.tracing.otlp_encoding import MAX_CACHED_ATTRIBUTES, OtlpSpanEncoder
+from lambda_event_bus.telemetry.tracing.otlp_encoding import MAX_CACHED_ATTRIBUTES, OtlpSpanEncoder
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource

@@ -1,12 +1,12 @@
-"""observability.metrics.otlp: the registry as an OTLP ExportMetricsServiceRequest, written without protobuf and
-read back with opentelemetry-proto; and the settings that choose it."""
+"""lambda_event_bus.telemetry.metrics.otlp: the registry as an OTLP ExportMetricsServiceRequest, written without
+protobuf and read back with opentelemetry-proto; and the settings that choose it."""
 
 from __future__ import annotations
 
 import pytest
-from observability.config import ConfigError, TelemetrySettings
-from observability.metrics import CATALOG_BY_NAME, Metrics
-from observability.metrics.otlp import encode_registry
+from lambda_event_bus.telemetry.config import ConfigError, TelemetrySettings
+from lambda_event_bus.telemetry.metrics import CATALOG_BY_NAME, Metrics
+from lambda_event_bus.telemetry.metrics.otlp import encode_registry
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 RESOURCE = {"service.name": "event-bus-consumer", "service.instance.id": "0f1e2d3c4b5a6978"}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from observability import TelemetrySettings
-from observability.tracing import Tracing, kafka_headers_as_text, links_for, normalize_http_headers
-from observability.tracing.propagation import build_propagator, extract, span_context_of
+from lambda_event_bus.base import normalize_http_headers
+from lambda_event_bus.telemetry import TelemetrySettings
+from lambda_event_bus.telemetry.tracing import Tracing, kafka_headers_as_text, links_for
+from lambda_event_bus.telemetry.tracing.propagation import build_propagator, extract, span_context_of
 from opentelemetry import baggage, trace
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

@@ -4,10 +4,10 @@ everywhere else. Both paths give the same span for the same record."""
 from __future__ import annotations
 
 import pytest
-from observability import TelemetrySettings
-from observability.tracing import Tracing
-from observability.tracing.otlp_encoding import OtlpSpanEncoder
-from observability.tracing.record_spans import _PlainRecordSpan, _SdkRecordSpan
+from lambda_event_bus.telemetry import TelemetrySettings
+from lambda_event_bus.telemetry.tracing import Tracing
+from lambda_event_bus.telemetry.tracing.otlp_encoding import OtlpSpanEncoder
+from lambda_event_bus.telemetry.tracing.record_spans import _PlainRecordSpan, _SdkRecordSpan
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan

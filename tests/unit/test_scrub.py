@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from observability.errors import FILTERED, scrub, scrub_text
+from lambda_event_bus.telemetry.errors import FILTERED, scrub, scrub_text
 
 
 def test_secret_keys_are_filtered_at_any_depth():

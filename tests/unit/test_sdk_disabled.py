@@ -4,8 +4,8 @@ no spans, no metrics, no backend to flush; the handler and its errors' log lines
 from __future__ import annotations
 
 import pytest
+from lambda_event_bus.telemetry import Telemetry, TelemetrySettings
 from localbus.context import LambdaContext
-from observability import Telemetry, TelemetrySettings
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.events import load_event
 

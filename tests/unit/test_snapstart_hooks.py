@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from observability import Telemetry, TelemetrySettings, snapstart
+from lambda_event_bus.telemetry import Telemetry, TelemetrySettings, snapstart
 
 
 def test_nothing_is_registered_outside_snapstart():

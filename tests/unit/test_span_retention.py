@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from observability.tracing.exporters import ObservedSpanExporter
+from lambda_event_bus.telemetry.tracing.exporters import ObservedSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 

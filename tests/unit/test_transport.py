@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import pytest
+from lambda_event_bus.telemetry.transport import KeepAliveConnection
 from localbus.processes import free_port
-from observability.transport import KeepAliveConnection
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):

@@ -7,9 +7,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from lambda_event_bus.base import parse_api_gateway_event
+from lambda_event_bus.telemetry import Telemetry, TelemetrySettings
 from localbus.context import LambdaContext
-from observability import Telemetry, TelemetrySettings
-from observability.wrappers import parse_api_gateway_event
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode

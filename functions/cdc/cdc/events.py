@@ -10,7 +10,7 @@ import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
-from eventbus.contract import Event, make_event, timestamp
+from lambda_event_bus.bus.contract import Event, make_event, timestamp
 
 from cdc.model import Change
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cdc.exceptions import CdcError
+
 # Debezium's op codes and DynamoDB Streams' event names -> the operation of the event type
 OPERATIONS = {
     "c": "created",
@@ -20,7 +22,7 @@ OPERATIONS = {
 }
 
 
-class UndecodableChangeError(Exception):
+class UndecodableChangeError(CdcError):
     """A record that will never become a change (broken JSON, unknown op, no key): it goes to the DLQ."""
 
     def __init__(self, reason: str) -> None:

@@ -12,13 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventbus.contract import to_kafka_record
-from eventbus.dead_letters import DeadLetterQueue, fit
-from eventbus.producer import EventProducer
-from observability import Telemetry
-from observability.tracing import kafka_headers_as_text
-from observability.tracing.propagation import span_context_of
-from observability.types import LambdaContext
+from lambda_event_bus.base import LambdaContext
+from lambda_event_bus.bus.contract import to_kafka_record
+from lambda_event_bus.bus.dead_letters import DeadLetterQueue, fit
+from lambda_event_bus.bus.producer import EventProducer
+from lambda_event_bus.telemetry import Telemetry
+from lambda_event_bus.telemetry.tracing import kafka_headers_as_text, span_context_of
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from observability import ConfigError, EnvReader
+from lambda_event_bus.base import ConfigError, EnvReader
 
 _TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _PREFIX = re.compile(r"^[a-zA-Z0-9._-]{1,100}$")

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from eventbus.dead_letters import DeadLetterQueue as SharedQueue
-from eventbus.dead_letters import fit
+from lambda_event_bus.bus.dead_letters import DeadLetterQueue as SharedQueue
+from lambda_event_bus.bus.dead_letters import fit
 
 from consumer.decoding import RawRecord
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
-from eventbus.contract import ContractError, UnsupportedFormatError, make_event, read_kafka
+from lambda_event_bus.bus.contract import ContractError, UnsupportedFormatError, make_event, read_kafka
 
 from consumer.errors import ConsumerError
 
@@ -107,7 +107,7 @@ def _is_byte(value: object) -> bool:
 
 
 def to_cloud_event(raw: RawRecord, *, max_bytes: int, plain_event_type: str) -> BaseCloudEvent | None:
-    """The record's CloudEvent as the event contract reads it (`eventbus.contract.read_kafka`), a plain JSON
+    """The record's CloudEvent as the event contract reads it (`lambda_event_bus.bus.contract.read_kafka`), a plain JSON
     value wrapped in one, None for a tombstone; PoisonRecordError otherwise."""
     if raw.size > max_bytes:
         raise PoisonRecordError(f"the record is {raw.size} bytes; the limit is {max_bytes}")

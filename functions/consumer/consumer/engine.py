@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from eventbus.idempotency import ClaimState, Idempotency
-from observability import Telemetry
+from lambda_event_bus.bus.idempotency import ClaimState, Idempotency
+from lambda_event_bus.telemetry import Telemetry
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace import Status as SpanStatus

@@ -23,6 +23,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from consumer.errors import ConsumerError
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
@@ -30,7 +32,7 @@ logger = logging.getLogger(__name__)
 LaneId = tuple[str, str]  # (subscription name, lane)
 
 
-class LaneStoreError(Exception):
+class LaneStoreError(ConsumerError):
     """The lane store did not answer."""
 
 
@@ -104,7 +106,7 @@ class DynamoDBLanes:
         self._table = table
         self._ttl_s = ttl_s
         if client is None:
-            from eventbus import aws
+            from lambda_event_bus.bus import aws
 
             client = aws.client("dynamodb", aws.fast_config(connect_timeout=1, read_timeout=2))
         self._client = client

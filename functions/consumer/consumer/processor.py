@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
-from eventbus.idempotency import Idempotency
-from observability import Telemetry
-from observability.metrics import Metrics, Series
-from observability.tracing import RecordSpan
-from observability.types import LambdaContext
+from lambda_event_bus.base import LambdaContext
+from lambda_event_bus.bus.idempotency import Idempotency
+from lambda_event_bus.telemetry import Telemetry
+from lambda_event_bus.telemetry.metrics import Metrics, Series
+from lambda_event_bus.telemetry.tracing import RecordSpan
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind

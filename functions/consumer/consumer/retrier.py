@@ -23,8 +23,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from observability import Telemetry
-from observability.types import LambdaContext
+from lambda_event_bus.base import LambdaContext
+from lambda_event_bus.telemetry import Telemetry
 from opentelemetry.trace import SpanKind
 
 from consumer.dead_letters import DeadLetter

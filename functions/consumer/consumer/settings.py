@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from observability import EnvReader
+from lambda_event_bus.base import EnvReader
 
 from consumer.subscriptions import Subscription, parse_subscriptions
 
@@ -76,7 +76,7 @@ def _subscriptions(env: EnvReader, read_parameter: Callable[[str], str]) -> tupl
 
 
 def read_ssm_parameter(name: str) -> str:
-    from eventbus import aws
+    from lambda_event_bus.bus import aws
 
     response = aws.client("ssm").get_parameter(Name=name, WithDecryption=True)
     return str(response["Parameter"]["Value"])

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from eventbus.idempotency import Idempotency
-from observability import Telemetry
+from lambda_event_bus.bus.idempotency import Idempotency
+from lambda_event_bus.telemetry import Telemetry
 
 from consumer.dead_letters import DeadLetter, DeadLetterQueue
 from consumer.deliveries import Attempt, Delivery, Status

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
-from eventbus.contract import TypePattern, canonical
-from observability import ConfigError
+from lambda_event_bus.base import ConfigError
+from lambda_event_bus.bus.contract import TypePattern, canonical
 
 TARGET_TYPES = {"sqs": "url", "sns": "arn", "webhook": "url", "kafka": "topic"}
 ORDERINGS = ("key", "none")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
-from eventbus.contract import EVENT_FORMAT, to_kafka_record
-from eventbus.producer import EventProducer
+from lambda_event_bus.bus.contract import EVENT_FORMAT, to_kafka_record
+from lambda_event_bus.bus.producer import EventProducer
 from opentelemetry.context import Context
 
 from consumer.errors import ConsumerError

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from eventbus.contract import ContractError, make_event, timestamp
-from eventbus.producer import ProducerFailedError
-from observability import HttpRequest, Telemetry, parse_api_gateway_event
-from observability.types import LambdaContext
+from lambda_event_bus.base import HttpRequest, LambdaContext, parse_api_gateway_event
+from lambda_event_bus.bus.contract import ContractError, make_event, timestamp
+from lambda_event_bus.bus.producer import ProducerFailedError
+from lambda_event_bus.telemetry import Telemetry
 
 from ingest.errors import (
     IngestError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from observability import problem
+from lambda_event_bus.base import problem
 
 
 class IngestError(Exception):

@@ -1,4 +1,4 @@
-"""HTTP request -> CloudEvents, through the bus's event contract (`eventbus.contract`).
+"""HTTP request -> CloudEvents, through the bus's event contract (`lambda_event_bus.bus.contract`).
 
 The content mode is decided by Content-Type first (HTTP binding §3):
 - structured mode: `Content-Type: application/cloudevents+json`, the event as a JSON object (`ce-` headers, if
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from eventbus.contract import (
+from lambda_event_bus.bus.contract import (
     BATCH,
     STRUCTURED,
     ContractError,

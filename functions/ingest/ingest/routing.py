@@ -1,11 +1,11 @@
 """Event type -> topic: exact patterns win over prefixes (`com.example.*`), the longest prefix wins, else the
-default topic. The patterns and the partition key are the event contract's (`eventbus.contract`)."""
+default topic. The patterns and the partition key are the event contract's (`lambda_event_bus.bus.contract`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from eventbus.contract import TypePattern, partition_key
+from lambda_event_bus.bus.contract import TypePattern, partition_key
 
 __all__ = ["TopicRouter", "partition_key"]
 

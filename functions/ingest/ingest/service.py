@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
-from eventbus.contract import partition_key, to_kafka_record
-from eventbus.idempotency import Claim, ClaimState, Idempotency
-from eventbus.producer import DELIVERED, NOT_SENT, UNKNOWN, Delivery, EventProducer
-from eventbus.records import KafkaRecord
+from lambda_event_bus.bus.contract import partition_key, to_kafka_record
+from lambda_event_bus.bus.idempotency import Claim, ClaimState, Idempotency
+from lambda_event_bus.bus.producer import DELIVERED, NOT_SENT, UNKNOWN, Delivery, EventProducer
+from lambda_event_bus.bus.records import KafkaRecord
 
 from ingest.errors import ConflictError, UnavailableError
 from ingest.routing import TopicRouter

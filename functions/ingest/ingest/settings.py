@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from observability import ConfigError, EnvReader
+from lambda_event_bus.base import ConfigError, EnvReader
 
 FUNCTION_DIR = Path(__file__).resolve().parent.parent
 SHIPPED_ROUTES = FUNCTION_DIR / "routes.json"

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
-from eventbus.contract import data_value, is_json_data
-from eventbus.records import KafkaRecord
+from lambda_event_bus.bus.contract import data_value, is_json_data
+from lambda_event_bus.bus.records import KafkaRecord
 
 from ingest.errors import MalformedRequestError, PayloadTooLargeError, SchemaViolationError
 

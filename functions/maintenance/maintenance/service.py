@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypedDict
 
-from observability import Telemetry
+from lambda_event_bus.telemetry import Telemetry
 
 from maintenance.connectors import ConnectorSource, SourceReport
 from maintenance.deadline import Deadline

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from observability import ConfigError, EnvReader
+from lambda_event_bus.base import ConfigError, EnvReader
 
 DEFAULT_SCRAPE_INTERVAL_SECONDS = 15  # Prometheus's own default
 DEFAULT_STALE_GROUP_SCRAPES = 60  # 15 minutes at the default interval

@@ -1,4 +1,4 @@
-"""Fixtures of the functional tests: the host executor's sandbox, and the consumer's AWS and webhook."""
+"""Fixtures of the functional tests: the host executor's sandbox, the consumer's AWS and webhook, IngestFunction."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from support.consumer import aws, webhook  # noqa: F401 - the consumer's fixtures, for every functional test
+from support.ingest import ingest  # noqa: F401 - IngestFunction with demo routes, for every functional test
 from support.sandbox import RecordingEndpoint, SandboxLauncher
 
 

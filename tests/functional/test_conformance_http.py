@@ -1,10 +1,7 @@
 """The event contract against the specifications over HTTP: what IngestFunction accepts (structured, binary,
 batch) reaches the consumer's subscribers unchanged, and what the specifications forbid is refused.
 
-Every case names where its rule comes from: the CloudEvents specification (`spec.md`), its JSON event format
-(`json-format.md`), its HTTP and Kafka protocol bindings, or a scenario of the CloudEvents conformance suite
-(github.com/cloudevents/conformance, `features/*.feature`), whose inputs are reproduced as it states them.
-CDC's cases (Debezium's keyless tables) are in test_cdc.py with the rest of CDC's harness.
+Each case cites its source (see tests/support/conformance.py).
 """
 
 from __future__ import annotations

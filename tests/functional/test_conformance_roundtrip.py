@@ -1,10 +1,5 @@
 """The event contract's round trip: any event ingest accepts is delivered by the consumer with the same
 attributes and data (property-based).
-
-Every case names where its rule comes from: the CloudEvents specification (`spec.md`), its JSON event format
-(`json-format.md`), its HTTP and Kafka protocol bindings, or a scenario of the CloudEvents conformance suite
-(github.com/cloudevents/conformance, `features/*.feature`), whose inputs are reproduced as it states them.
-CDC's cases (Debezium's keyless tables) are in test_cdc.py with the rest of CDC's harness.
 """
 
 from __future__ import annotations

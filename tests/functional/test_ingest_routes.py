@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from types import ModuleType
 
 import pytest
 from support.functions import load_function
@@ -18,11 +17,6 @@ from support.ingest import (
 )
 
 pytestmark = pytest.mark.servers
-
-
-@pytest.fixture
-def ingest(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    return load_function("ingest", "ingest", base_env(kafka_bootstrap, DEMO_ROUTES="enabled"), monkeypatch)
 
 
 class TestRoutes:

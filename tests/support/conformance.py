@@ -1,6 +1,12 @@
 """The conformance suite's harness: IngestFunction over HTTP to the real broker, KafkaConsumerFunction over
 batches shaped as the event source mapping sends them to SQS (moto) and a real webhook (tests/functional/
-test_conformance_*.py)."""
+test_conformance_*.py).
+
+Every case names where its rule comes from: the CloudEvents specification (`spec.md`), its JSON event format
+(`json-format.md`), its HTTP and Kafka protocol bindings, or a scenario of the CloudEvents conformance suite
+(github.com/cloudevents/conformance, `features/*.feature`), whose inputs are reproduced as it states them.
+CDC's cases (Debezium's keyless tables) are in test_cdc.py with the rest of CDC's harness.
+"""
 
 from __future__ import annotations
 

@@ -9,8 +9,10 @@ import uuid
 from types import ModuleType
 from typing import Any
 
+import pytest
 from localbus.context import LambdaContext
 from support.events import load_event
+from support.functions import load_function
 from support.kafka import header, read_topic
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -86,3 +88,9 @@ def assert_problem(status: int, headers: dict[str, str], body: Any, expected: in
 
 def records_with_id(bootstrap: str, topic: str, event_id: str, count: int = 1, timeout: float = 10.0) -> list:
     return read_topic(bootstrap, topic, count, timeout, accept=lambda m: header(m, "ce_id") == event_id.encode())
+
+
+@pytest.fixture
+def ingest(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """IngestFunction loaded in-process against the suite's broker, demo routes on."""
+    return load_function("ingest", "ingest", base_env(kafka_bootstrap, DEMO_ROUTES="enabled"), monkeypatch)

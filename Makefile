@@ -8,7 +8,10 @@ BENCH_VENV := .venv-bench
 LAMBDA_VENV := .venv-lambda
 LOCALSTACK_VENV := .venv-localstack
 LAMBDA_REQUIREMENTS := infra/localstack_ext/lambda-runtime-requirements.txt
-LOCALBUS := PYTHONPATH=infra $(VENV)/bin/python -m
+LOCALBUS := $(VENV)/bin/python -m
+# the local tooling, installed editable into the venvs: the emulator, the stack, the bus's local wiring
+INFRA_PACKAGES := -e infra/samhost -e infra/hoststack -e infra/localbus
+INFRA_PYPROJECTS := infra/samhost/pyproject.toml infra/hoststack/pyproject.toml infra/localbus/pyproject.toml
 # the layer's and every function's: the suite loads the handlers in-process
 FUNCTION_REQUIREMENTS := $(sort $(wildcard functions/*/requirements.txt))
 
@@ -30,11 +33,11 @@ system-deps:  ## Debian packages for the local servers (only when root and missi
 	    prometheus-pushgateway prometheus >/dev/null; \
 	else echo "error: install prometheus-pushgateway and prometheus (Debian packages), or run as root" >&2; exit 1; fi
 
-$(VENV)/.installed: pyproject.toml $(FUNCTION_REQUIREMENTS)
+$(VENV)/.installed: pyproject.toml $(FUNCTION_REQUIREMENTS) $(INFRA_PYPROJECTS)
 	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
 	$(PYTHON313) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade 'pip>=25.1'
-	$(VENV)/bin/python -m pip install -q $(addprefix -r ,$(FUNCTION_REQUIREMENTS)) --group dev
+	$(VENV)/bin/python -m pip install -q $(addprefix -r ,$(FUNCTION_REQUIREMENTS)) --group dev $(INFRA_PACKAGES)
 	@touch $@
 
 $(SAM_VENV)/.installed:
@@ -44,11 +47,11 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/python -m pip install -q 'aws-sam-cli==1.170.0' 'aws-sam-cli-local==1.71.0'
 	@touch $@
 
-$(BENCH_VENV)/.installed: pyproject.toml $(FUNCTION_REQUIREMENTS)
+$(BENCH_VENV)/.installed: pyproject.toml $(FUNCTION_REQUIREMENTS) $(INFRA_PYPROJECTS)
 	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
 	$(PYTHON313) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade 'pip>=25.1'
-	$(BENCH_VENV)/bin/python -m pip install -q $(addprefix -r ,$(FUNCTION_REQUIREMENTS)) --group bench
+	$(BENCH_VENV)/bin/python -m pip install -q $(addprefix -r ,$(FUNCTION_REQUIREMENTS)) --group bench $(INFRA_PACKAGES)
 	$(BENCH_VENV)/bin/python -m pip install -q --no-deps \
 	  opentelemetry-instrumentation-aws-lambda==0.66b1 opentelemetry-instrumentation==0.66b1
 	@touch $@
@@ -63,8 +66,8 @@ $(LAMBDA_VENV)/.installed: $(LAMBDA_REQUIREMENTS)
 
 .PHONY: localstack-venv
 localstack-venv: $(VENV)/.installed  ## LocalStack's own venv with the project's plugins (idempotent, ~1 min the first time)
-	@PYTHONPATH=infra $(VENV)/bin/python -c 'import sys; from pathlib import Path; \
-	  from localbus.localstack import ensure_localstack_venv; ensure_localstack_venv(Path("$(LOCALSTACK_VENV)"), sys.argv[1])' \
+	@$(VENV)/bin/python -c 'import sys; from pathlib import Path; \
+	  from samhost.localstack import ensure_localstack_venv; ensure_localstack_venv(Path("$(LOCALSTACK_VENV)"), sys.argv[1])' \
 	  "$(PYTHON313)"
 
 .PHONY: setup
@@ -99,7 +102,7 @@ status:  ## each piece of the local stack: state, address, pid, log file
 
 .PHONY: invoke
 invoke:  ## invoke a deployed function with a sample event: make invoke FUNCTION=CdcFunction EVENT=dynamodb_stream_orders
-	@$(LOCALBUS) localbus.invoke $(FUNCTION) $(EVENT)
+	@$(LOCALBUS) hoststack.invoke $(FUNCTION) $(EVENT)
 
 .PHONY: trace
 trace:  ## one trace of the local stack as a waterfall with durations: make trace ID=<trace id>

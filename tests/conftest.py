@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hoststack import servers
 from lambda_event_bus.telemetry import Telemetry
-from localbus import deploy, servers
-from localbus.context import LambdaContext
+from samhost import deploy
+from support.context import LambdaContext
 from support.sentry_stub import SentryIngest
 
 

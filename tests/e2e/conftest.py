@@ -11,7 +11,7 @@ import pytest
 from localbus import stack
 from localbus.client import LocalBus
 from localbus.ledger import Reconciliation
-from localbus.processes import process_tree, processes_mentioning, running
+from samhost.processes import process_tree, processes_mentioning, running
 
 
 @pytest.fixture(scope="session")

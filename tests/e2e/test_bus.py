@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from hoststack.traces import ReceivedSpan
 from localbus.client import LocalBus, wait_until
-from localbus.traces import ReceivedSpan
 from support import pushgateway as gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localstack, pytest.mark.sam]

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(module: str, *args: str, state_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "infra"), "LOCALBUS_STATE_DIR": str(state_dir)}
+    env = {**os.environ, "LOCALBUS_STATE_DIR": str(state_dir)}
     env.pop("AWS_ENDPOINT_URL", None)
     return subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -64,15 +64,15 @@ def test_the_demo_shows_ids_deliveries_traces_metrics_and_the_error(bus: LocalBu
 
 
 def test_local_invoke_prints_the_result_and_the_invocations_logs(bus: LocalBus, bus_state_dir: Path) -> None:
-    result = run("localbus.invoke", "CdcFunction", "dynamodb_stream_orders", state_dir=bus_state_dir)
+    result = run("hoststack.invoke", "CdcFunction", "dynamodb_stream_orders", state_dir=bus_state_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "StatusCode: 200" in result.stdout
     assert '"batchItemFailures": []' in result.stdout
     assert re.search(r"START RequestId: (\S+) Version: \$LATEST(.|\n)*REPORT RequestId: \1", result.stdout)
 
-    failing = run("localbus.invoke", "KafkaConsumerFunction", "-", state_dir=bus_state_dir)
+    failing = run("hoststack.invoke", "KafkaConsumerFunction", "-", state_dir=bus_state_dir)
     assert failing.returncode == 2, "no event on stdin: nothing invoked"
-    unknown = run("localbus.invoke", "NoSuchFunction", "scheduled_event", state_dir=bus_state_dir)
+    unknown = run("hoststack.invoke", "NoSuchFunction", "scheduled_event", state_dir=bus_state_dir)
     assert unknown.returncode == 2
     assert "IngestFunction" in unknown.stdout + unknown.stderr
 

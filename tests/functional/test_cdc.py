@@ -14,11 +14,11 @@ from typing import Any
 import boto3
 import pytest
 from confluent_kafka import Producer
-from localbus.context import LambdaContext
-from localbus.kafka_events import lambda_event, lambda_record
-from localbus.processes import free_port
 from moto import mock_aws
+from samhost.kafka_events import lambda_event, lambda_record
+from samhost.processes import free_port
 from support import pushgateway as gateway
+from support.context import LambdaContext
 from support.functions import load_function
 from support.kafka import header, read_topic
 from support.moto import use_moto_credentials

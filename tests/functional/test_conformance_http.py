@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from localbus.kafka_events import lambda_record
+from samhost.kafka_events import lambda_record
 from support.conformance import (
     HELLO,
     STRUCTURED_TYPE,

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from localbus.context import LambdaContext
-from localbus.kafka_events import lambda_record
+from samhost.kafka_events import lambda_record
 from support.conformance import REGION, Bus, ce_headers, conformance_bus, unique
+from support.context import LambdaContext
 from support.functions import load_function
 
 pytestmark = pytest.mark.servers

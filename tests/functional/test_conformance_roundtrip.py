@@ -17,7 +17,7 @@ from hypothesis import event as event_label
 from hypothesis import strategies as st
 from lambda_event_bus.bus.contract import data_value, read_structured
 from lambda_event_bus.bus.contract.event import bytes_kind
-from localbus.kafka_events import lambda_record
+from samhost.kafka_events import lambda_record
 from support.conformance import BATCH_TYPE, STRUCTURED_TYPE, Bus, conformance_bus
 
 pytestmark = pytest.mark.servers

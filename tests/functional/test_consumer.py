@@ -12,9 +12,8 @@ import time
 import uuid
 
 import pytest
-from localbus.context import LambdaContext
-from localbus.kafka_events import lambda_event
-from localbus.processes import free_port
+from samhost.kafka_events import lambda_event
+from samhost.processes import free_port
 from support.consumer import (
     batch_for,
     consumer_env,
@@ -26,6 +25,7 @@ from support.consumer import (
     raw_record,
     subscriptions,
 )
+from support.context import LambdaContext
 from support.kafka import header, read_topic
 from support.sqs import receive
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as event_label
 from hypothesis import strategies as st
-from localbus.context import LambdaContext
-from localbus.kafka_events import lambda_event
 from moto import mock_aws
+from samhost.kafka_events import lambda_event
+from support.context import LambdaContext
 from support.functions import load_function
 from support.moto import use_moto_credentials
 

@@ -7,8 +7,7 @@ import json
 import uuid
 
 import pytest
-from localbus.context import LambdaContext
-from localbus.kafka_events import lambda_event
+from samhost.kafka_events import lambda_event
 from support.consumer import (
     batch_for,
     consumer_env,
@@ -20,6 +19,7 @@ from support.consumer import (
     raw_record,
     subscriptions,
 )
+from support.context import LambdaContext
 
 pytestmark = pytest.mark.servers
 

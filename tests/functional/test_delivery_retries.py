@@ -21,10 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from localbus.context import LambdaContext
-from localbus.kafka_events import lambda_event
 from localbus.webhook import WebhookReceiver
+from samhost.kafka_events import lambda_event
 from support.consumer import Aws, consumer_env, load_consumer, raw_record
+from support.context import LambdaContext
 from support.sqs import drain
 
 pytestmark = pytest.mark.servers

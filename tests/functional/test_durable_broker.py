@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from localbus import servers
-from localbus.processes import port_of
+from hoststack import servers
+from samhost.processes import port_of
 
 pytestmark = pytest.mark.servers
 

@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from localbus.context import LambdaContext
+from support.context import LambdaContext
 from support.events import load_event
 
 pytestmark = pytest.mark.servers

@@ -13,8 +13,8 @@ from lambda_event_bus.bus.contract import to_kafka_record
 from lambda_event_bus.bus.kafka_settings import KafkaSettings
 from lambda_event_bus.bus.producer import NOT_ACKNOWLEDGED, EventProducer
 from lambda_event_bus.telemetry import Telemetry, TelemetrySettings
-from localbus.processes import free_port
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from samhost.processes import free_port
 from support.kafka import read_topic
 
 pytestmark = pytest.mark.servers

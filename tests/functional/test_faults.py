@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from localbus.context import LambdaContext
-from localbus.processes import free_port
+from samhost.processes import free_port
+from support.context import LambdaContext
 from support.sentry_stub import SilentServer
 
 pytestmark = pytest.mark.servers

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from functional.test_ingest import api_request, base_env, call, cloud_event
-from localbus.proxy import DelayingProxy, first_n
-from localbus.servers import start_moto
+from hoststack.proxy import DelayingProxy, first_n
+from hoststack.servers import start_moto
 from support.functions import load_function
 from support.kafka import header, read_topic
 

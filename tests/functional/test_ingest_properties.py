@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as event_label
 from hypothesis import strategies as st
-from localbus.context import LambdaContext
+from support.context import LambdaContext
 from support.functions import load_function
 
 pytestmark = pytest.mark.servers

@@ -8,8 +8,8 @@ import time
 
 import boto3
 import pytest
-from localbus.processes import free_port
 from moto import mock_aws
+from samhost.processes import free_port
 from support.functions import load_function
 from support.ingest import (
     api_request,

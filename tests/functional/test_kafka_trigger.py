@@ -28,8 +28,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from localbus.client import wait_until as localbus_wait_until
-from localbus.context import LambdaContext
-from localbus.kafka_trigger import (
+from moto import mock_aws
+from samhost.kafka_trigger import (
     DeadLetter,
     InvokeResult,
     KafkaMapping,
@@ -40,7 +40,7 @@ from localbus.kafka_trigger import (
     kafka_mappings,
     start_pollers,
 )
-from moto import mock_aws
+from support.context import LambdaContext
 from support.functions import load_function
 from support.moto import use_moto_credentials
 
@@ -369,14 +369,13 @@ def test_the_command_line_polls_the_template_mappings_and_stops_on_sigterm(kafka
     )
     environ = {
         **os.environ,
-        "PYTHONPATH": str(ROOT / "infra"),
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # nothing listens: every invoke fails before the function runs
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "localbus.kafka_trigger", "--config", str(config)],
+        [sys.executable, "-m", "samhost.kafka_trigger", "--config", str(config)],
         env=environ,
         stderr=subprocess.PIPE,
         text=True,

@@ -9,8 +9,8 @@ import signal
 import time
 from pathlib import Path
 
-from localbus.processes import process_tree, running
-from localbus.venvs import lambda_python
+from samhost.processes import process_tree, running
+from samhost.venvs import lambda_python
 from support.sandbox import ARN, SandboxLauncher, children_of
 
 

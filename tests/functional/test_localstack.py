@@ -20,8 +20,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from localbus.localstack import LocalStack, ensure_localstack_venv, start_localstack
-from localbus.processes import running
+from samhost.localstack import LocalStack, ensure_localstack_venv, start_localstack
+from samhost.processes import running
 
 pytestmark = pytest.mark.localstack
 

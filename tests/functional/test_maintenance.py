@@ -21,14 +21,14 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from localbus.context import LambdaContext
-from localbus.processes import free_port
 from maintenance import Maintenance, MskConnectSource
 from maintenance.deadline import Deadline
 from maintenance.groups import PushgatewaySweeper
 from moto import mock_aws
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+from samhost.processes import free_port
 from support import pushgateway as gateway
+from support.context import LambdaContext
 from support.fakes import FakeKafkaConnectClient
 from support.functions import load_function
 

@@ -14,9 +14,9 @@ from typing import ClassVar
 import pytest
 from lambda_event_bus.telemetry.tracing import links_for
 from lambda_event_bus.telemetry.tracing.otlp_http import OtlpHttpSpanExporter
-from localbus.context import LambdaContext
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import SpanKind
+from support.context import LambdaContext
 from support.events import load_event
 
 LAMBDA_ENV = {

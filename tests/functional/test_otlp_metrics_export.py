@@ -4,8 +4,8 @@ Pushgateway, one environment per `service.instance.id`; a receiver that is down 
 from __future__ import annotations
 
 import pytest
-from localbus.context import LambdaContext
-from localbus.processes import free_port
+from samhost.processes import free_port
+from support.context import LambdaContext
 
 pytestmark = pytest.mark.servers
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
-from localbus import servers
+from hoststack import servers
 from localbus.client import wait_until
-from localbus.processes import port_of
+from samhost.processes import port_of
 from support.functions import load_function
 
 pytestmark = pytest.mark.servers

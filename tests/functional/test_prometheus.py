@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from localbus.context import LambdaContext
+from support.context import LambdaContext
 
 pytestmark = pytest.mark.servers
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from lambda_event_bus.telemetry.metrics import CATALOG_BY_NAME
-from localbus.context import LambdaContext
 from support import pushgateway as gateway
+from support.context import LambdaContext
 from support.events import load_event
 
 pytestmark = pytest.mark.servers

@@ -1,5 +1,5 @@
 """Every sample event in tests/events/ is accepted by the function it is for, loaded in-process the way Lambda
-loads it: the same files feed `python -m localbus.invoke` and `sam local invoke -e`, so a sample that drifts
+loads it: the same files feed `python -m samhost.invoke` and `sam local invoke -e`, so a sample that drifts
 from what its function decodes fails here first."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import boto3
 import pytest
-from localbus.context import LambdaContext
 from moto import mock_aws
+from support.context import LambdaContext
 from support.events import EVENTS_DIR, load_event
 from support.functions import load_function
 from support.kafka import header, read_topic

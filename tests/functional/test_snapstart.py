@@ -1,4 +1,4 @@
-"""IngestFunction under SnapStart, emulated (localbus.snapstart): initialised once, snapshotted, restored into two
+"""IngestFunction under SnapStart, emulated (samhost.snapstart): initialised once, snapshotted, restored into two
 environments that each answer a request. Restored environments must not share what init left in memory: each
 draws its own trace ids, pushes to its own Pushgateway group, and produces to Kafka over its own connection."""
 
@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 from functional.test_ingest import api_request, base_env, cloud_event
-from localbus.snapstart import restore
+from samhost.snapstart import restore
 from support.kafka import header, read_topic
 from support.pushgateway import groups
 
 pytestmark = pytest.mark.servers
 
-INGEST = Path(__file__).resolve().parents[2] / "functions" / "ingest"
+FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
+INGEST = FUNCTIONS / "ingest"
+LAYER = FUNCTIONS / "observability_layer"
 
 
 def test_two_restored_environments_have_their_own_ids_groups_and_connections(
@@ -39,7 +41,9 @@ def test_two_restored_environments_have_their_own_ids_groups_and_connections(
         for event in events
     ]
 
-    restored = restore(INGEST, "app.handler", environment, requests, observe="telemetry.instance_id", timeout_s=60)
+    restored = restore(
+        INGEST, "app.handler", environment, requests, layers=[LAYER], observe="telemetry.instance_id", timeout_s=60
+    )
 
     assert [env.calls[0]["answer"]["statusCode"] for env in restored] == [202, 202]
     first, second = restored

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localbus import servers
-from localbus.context import LambdaContext
-from localbus.processes import port_of
+from hoststack import servers
+from samhost.processes import port_of
+from support.context import LambdaContext
 
 pytestmark = pytest.mark.servers
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localbus import stack_state
-from localbus.processes import ManagedProcess, free_port, port_of
-from localbus.supervisor import MAX_RESTARTS, Supervisor
+from hoststack import state as stack_state
+from hoststack.supervisor import MAX_RESTARTS, Supervisor
+from samhost.processes import ManagedProcess, free_port, port_of
 
 pytestmark = pytest.mark.servers
 
@@ -92,7 +92,7 @@ def test_a_piece_that_keeps_dying_is_left_down_with_the_reason(supervisor, tmp_p
 def test_the_stacks_pushgateway_keeps_its_groups_across_a_kill(tmp_path):
     """Environments idle when the Pushgateway comes back push again only at their next invocation: without
     persistence their groups, and Prometheus's view of them, would be gone until then."""
-    from localbus import servers
+    from hoststack import servers
     from prometheus_client import CollectorRegistry, Counter, push_to_gateway
     from support import pushgateway as gateway
 

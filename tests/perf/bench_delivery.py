@@ -160,7 +160,7 @@ def arrivals(url: str, *, reset: bool = False) -> list[str]:
 
 def run_case(functions: str, sqs_url: str, webhook_url: str, match: bool) -> dict[str, Any]:
     """In the child: the handler over the warm-up batch, then the timed batch; returns the timing."""
-    sys.path[:0] = [f"{functions}/consumer", f"{functions}/observability_layer", str(ROOT / "infra")]
+    sys.path[:0] = [f"{functions}/consumer", f"{functions}/observability_layer"]
     queue = f"{sqs_url}/000000000000/bench-target"
     pattern = "com.example.order.*" if match else "com.example.none"
     os.environ.update(
@@ -189,8 +189,8 @@ def run_case(functions: str, sqs_url: str, webhook_url: str, match: bool) -> dic
         for name in ("bench-target", "bench-dlq", "bench-retries"):
             sqs.create_queue(QueueName=name)
     import app  # type: ignore[import-not-found]
-    from localbus.context import LambdaContext
-    from localbus.kafka_events import lambda_event
+    from samhost.kafka_events import lambda_event
+    from support.context import LambdaContext
 
     def batch(prefix: str, count: int) -> dict[str, Any]:
         records = []

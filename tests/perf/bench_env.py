@@ -13,10 +13,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_PATH = ROOT / "functions" / "observability_layer"
-INFRA_PATH = ROOT / "infra"
-for _path in (LAYER_PATH, INFRA_PATH):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if str(LAYER_PATH) not in sys.path:  # the local tooling (samhost, hoststack) is installed in the venv
+    sys.path.insert(0, str(LAYER_PATH))
 
 EVENT_PATH = ROOT / "tests" / "events" / "apigw_rest_post_events.json"
 CLOSED_SENTRY_DSN = "http://k@127.0.0.1:9/1"

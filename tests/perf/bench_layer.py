@@ -83,7 +83,7 @@ def restore_table(restored: cold_start.RestoreResult, cold: Mapping[str, ColdRes
             ]
         )
     notes = [
-        "SnapStart emulated (localbus.snapstart): init once, the before-snapshot hooks, then a fork per restored",
+        "SnapStart emulated (samhost.snapstart): init once, the before-snapshot hooks, then a fork per restored",
         "environment, which runs the after-restore hooks (new ids, a new producer connecting) and takes two requests;",
         "Lambda's own restore (loading the snapshot's memory) is not in these figures, only what the layer adds.",
         *([f"restore: {restored.error}"] if restored.error else []),

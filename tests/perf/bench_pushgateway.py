@@ -10,7 +10,7 @@ MaintenanceFunction's last sweep), and Prometheus scrapes all of them at every s
 thousands of groups: this script measures what that costs and where it stops working.
 
 For each group count N, with a Prometheus scraping the Pushgateway every second (infra/prometheus/prometheus.yml,
-infra/localbus/servers.py):
+hoststack.servers):
 
 1. one environment's body: a `Metrics` registry with every catalog metric populated with a few realistic label
    sets (more than most environments have: an ingest environment has no delivery or CDC series), its size and
@@ -54,15 +54,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-for _path in (ROOT / "functions" / "observability_layer", ROOT / "functions" / "maintenance", ROOT / "infra"):
+for _path in (ROOT / "functions" / "observability_layer", ROOT / "functions" / "maintenance"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
 from bench_tables import percentile  # noqa: E402 - after the paths above
+from hoststack import servers  # noqa: E402
 from lambda_event_bus.telemetry.config import DEFAULT_FLUSH_TIMEOUT_MS  # noqa: E402
 from lambda_event_bus.telemetry.metrics import Metrics  # noqa: E402
-from localbus import servers  # noqa: E402
-from localbus.processes import ManagedProcess, binary, free_port  # noqa: E402
 from maintenance.deadline import Deadline  # noqa: E402
 from maintenance.groups import PushgatewaySweeper  # noqa: E402
 from maintenance.rest import MAX_RESPONSE_BYTES  # noqa: E402
@@ -86,6 +85,7 @@ from pushgateway_load import (  # noqa: E402 - after the paths above
     steady,
     wait_for_scrape_after,
 )
+from samhost.processes import ManagedProcess, binary, free_port  # noqa: E402
 
 DEFAULT_GROUPS = "500,2000"
 PUSH_PERIOD_S = 15.0

@@ -22,7 +22,7 @@ class LocalServers:
 
 @contextlib.contextmanager
 def local_servers(log_dir: Path) -> Iterator[LocalServers]:
-    from localbus import servers
+    from hoststack import servers
 
     started: list[Any] = []
     try:
@@ -43,7 +43,7 @@ def local_servers(log_dir: Path) -> Iterator[LocalServers]:
 
 def closed_port() -> int:
     """A port that was free a moment ago: nothing listens on it, connections are refused at once."""
-    from localbus.processes import free_port
+    from samhost.processes import free_port
 
     return int(free_port())
 

@@ -32,12 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "infra"))
+from hoststack import state as stack_state
+from localbus.client import LocalBus
+from localbus.ledger import Ledger
 
-from localbus import stack_state  # noqa: E402
-from localbus.client import LocalBus  # noqa: E402
-from localbus.ledger import Ledger  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 CLIENTS = 8
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")

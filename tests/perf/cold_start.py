@@ -285,7 +285,7 @@ def measure(
 
 @dataclass
 class RestoreResult:
-    """IngestFunction restored from a snapshot (localbus.snapstart): the after-restore hooks and two requests."""
+    """IngestFunction restored from a snapshot (samhost.snapstart): the after-restore hooks and two requests."""
 
     restore_ms: list[float] = field(default_factory=list)
     first_ms: list[float] = field(default_factory=list)
@@ -302,13 +302,19 @@ class RestoreResult:
 def measure_restores(runs: int, base_env: Mapping[str, str], function_env: Mapping[str, str]) -> RestoreResult:
     """`runs` snapshots of IngestFunction, each restored once and sent two requests (one discarded run first)."""
     import cold_requests
-    from localbus.snapstart import SnapshotError, restore
+    from samhost.snapstart import SnapshotError, restore
 
     result = RestoreResult()
     for run in range(runs + 1):
         requests = [[cold_requests.http_request(), cold_requests.http_request()]]
         try:
-            (restored,) = restore(ROOT / "functions" / "ingest", "app.handler", {**base_env, **function_env}, requests)
+            (restored,) = restore(
+                ROOT / "functions" / "ingest",
+                "app.handler",
+                {**base_env, **function_env},
+                requests,
+                layers=[ROOT / "functions" / "observability_layer"],
+            )
         except SnapshotError as error:
             result.error = str(error)[:200]
             return result

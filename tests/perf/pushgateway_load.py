@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-for _path in (ROOT / "functions" / "observability_layer", ROOT / "functions" / "maintenance", ROOT / "infra"):
+for _path in (ROOT / "functions" / "observability_layer", ROOT / "functions" / "maintenance"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from hoststack import servers  # noqa: E402
 from lambda_event_bus.telemetry.metrics import Metrics, PushgatewayExporter, new_instance_id  # noqa: E402
-from localbus import servers  # noqa: E402
-from localbus.processes import binary  # noqa: E402
+from samhost.processes import binary  # noqa: E402
 
 PUSHERS = 16
 """Concurrent pushers (environments flushing at the same moment); each keeps its own connections."""

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
-from localbus import deploy
-from localbus.cfn import Evaluator
-from localbus.cfn import load_template as load_with_intrinsics
-from localbus.kafka_trigger import samconfig_parameters
+from samhost import deploy
+from samhost.cfn import Evaluator
+from samhost.cfn import load_template as load_with_intrinsics
+from samhost.kafka_trigger import samconfig_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -42,7 +42,7 @@ def load_template() -> dict[str, Any]:
 
 
 def sam(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """The SAM CLI as `make` installs it, with the runtime's interpreter first on PATH (localbus.deploy)."""
+    """The SAM CLI as `make` installs it, with the runtime's interpreter first on PATH (samhost.deploy)."""
     return subprocess.run(
         [deploy.sam_binary(), *args],
         cwd=cwd,

@@ -22,11 +22,11 @@ from typing import Any
 import boto3
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
-from localbus.context import LambdaContext
-from localbus.kafka_events import lambda_event, lambda_record
 from localbus.webhook import WebhookReceiver
 from moto import mock_aws
+from samhost.kafka_events import lambda_event, lambda_record
 from support.consumer import raw_record
+from support.context import LambdaContext
 from support.functions import load_function
 from support.moto import use_moto_credentials
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import boto3
 import pytest
-from localbus.context import LambdaContext
-from localbus.kafka_events import lambda_event, lambda_record
 from localbus.webhook import WebhookReceiver
 from moto import mock_aws
+from samhost.kafka_events import lambda_event, lambda_record
+from support.context import LambdaContext
 from support.functions import load_function
 from support.kafka import header, read_topic
 from support.moto import use_moto_credentials

@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from localbus.context import LambdaContext
+from support.context import LambdaContext
 from support.events import load_event
 from support.functions import load_function
 from support.kafka import header, read_topic

@@ -23,8 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from localbus.processes import free_port, port_open, process_tree, running
-from localbus.venvs import lambda_python
+from samhost.processes import free_port, port_open, process_tree, running
+from samhost.venvs import lambda_python
 
 SANDBOX_PACKAGE = Path(__file__).resolve().parents[2] / "infra" / "localstack_ext"
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:probe"

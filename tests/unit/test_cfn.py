@@ -1,4 +1,4 @@
-"""localbus.cfn: the YAML short forms, parameters, Conditions and intrinsic functions, on small templates and on
+"""samhost.cfn: the YAML short forms, parameters, Conditions and intrinsic functions, on small templates and on
 the project's template.yaml."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from lambda_event_bus.telemetry.config import METRICS_EXPORTERS
-from localbus.cfn import NO_VALUE, Evaluator, MissingPhysicalIdError, TemplateError, load_template
-from localbus.kafka_trigger import samconfig_parameters
+from samhost.cfn import NO_VALUE, Evaluator, MissingPhysicalIdError, TemplateError, load_template
+from samhost.kafka_trigger import samconfig_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from localbus.cfn import load_template
+from samhost.cfn import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "functions" / "observability_layer"

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hoststack.servers import PROMETHEUS_ASSETS
 from localbus.dashboards import DASHBOARDS, load_dashboards
-from localbus.processes import binary
-from localbus.servers import PROMETHEUS_ASSETS
+from samhost.processes import binary
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 GRAFANA = INFRA / "grafana"

@@ -26,7 +26,7 @@ from localbus.dashboards import (
     panel_queries,
     substitute,
 )
-from localbus.processes import binary
+from samhost.processes import binary
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 GRAFANA = INFRA / "grafana"

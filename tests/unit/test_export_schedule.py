@@ -7,8 +7,8 @@ import pytest
 from lambda_event_bus.telemetry import Telemetry, TelemetrySettings
 from lambda_event_bus.telemetry.config import ConfigError
 from lambda_event_bus.telemetry.flush import ExportSchedule
-from localbus.context import LambdaContext
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.context import LambdaContext
 
 
 class Clock:

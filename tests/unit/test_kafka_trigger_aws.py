@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
-from localbus.cfn import MissingPhysicalIdError
-from localbus.kafka_trigger import DeadLetter, Record, ResponseContext, SqsDestination, StackResources, destination_for
 from moto import mock_aws
+from samhost.cfn import MissingPhysicalIdError
+from samhost.kafka_trigger import DeadLetter, Record, ResponseContext, SqsDestination, StackResources, destination_for
 from support.moto import use_moto_credentials
 
 REGION = "us-east-1"

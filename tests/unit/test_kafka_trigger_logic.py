@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
-from localbus.kafka_trigger import (
+from samhost.kafka_trigger import (
     DeadLetter,
     FunctionFailedError,
     InvokeResult,
@@ -23,7 +23,7 @@ from localbus.kafka_trigger import (
     ResponseContext,
     RetryPolicy,
 )
-from localbus.kafka_trigger.batches import (
+from samhost.kafka_trigger.batches import (
     Attempts,
     Partition,
     event_for,
@@ -33,7 +33,7 @@ from localbus.kafka_trigger.batches import (
     settle,
     split_at_failures,
 )
-from localbus.kafka_trigger.delivery import Delivery
+from samhost.kafka_trigger.delivery import Delivery
 
 NOW_MS = 1_800_000_000_000
 BOOTSTRAP = "127.0.0.1:9092"

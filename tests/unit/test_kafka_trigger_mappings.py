@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from localbus.cfn import TemplateError
-from localbus.kafka_trigger import KafkaMapping, kafka_mappings, samconfig_parameters
+from samhost.cfn import TemplateError
+from samhost.kafka_trigger import KafkaMapping, kafka_mappings, samconfig_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hoststack.servers import PROMETHEUS_ASSETS
 from lambda_event_bus.telemetry.metrics import CATALOG
-from localbus.processes import binary
-from localbus.servers import PROMETHEUS_ASSETS
+from samhost.processes import binary
 
 
 def test_config_and_rules_pass_promtool(tmp_path: Path):

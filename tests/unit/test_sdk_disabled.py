@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from lambda_event_bus.telemetry import Telemetry, TelemetrySettings
-from localbus.context import LambdaContext
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.context import LambdaContext
 from support.events import load_event
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

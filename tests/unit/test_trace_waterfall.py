@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from hoststack.traces import ReceivedSpan
 from localbus.trace import waterfall
-from localbus.traces import ReceivedSpan
 
 MS = 1_000_000
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 from lambda_event_bus.telemetry.transport import KeepAliveConnection
-from localbus.processes import free_port
+from samhost.processes import free_port
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 from lambda_event_bus.base import parse_api_gateway_event
 from lambda_event_bus.telemetry import Telemetry, TelemetrySettings
-from localbus.context import LambdaContext
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from support.context import LambdaContext
 from support.events import load_event
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

@@ -14,8 +14,8 @@ from cloudevents.core.v1.event import CloudEvent
 from consumer.decoding import PoisonRecordError, read_record, to_cloud_event
 from consumer.parking import Backoff, Ticket
 from consumer.settings import ConsumerSettings
-from consumer.subscriptions import RetryPolicy, Subscription, matching, parse_subscriptions
-from consumer.targets import Outbound, batches, sign
+from consumer.subscriptions import RetryPolicy, Subscription, Target, matching, parse_subscriptions
+from consumer.targets import Deliverer, Outbound, batches, sign
 from lambda_event_bus.base import ConfigError
 from lambda_event_bus.bus.contract import data_value
 
@@ -246,3 +246,14 @@ class TestBatches:
             for n in range(5)
         ]
         assert [len(call) for call in batches(big)] == [2, 2, 1]
+
+
+@pytest.mark.parametrize(("kind", "service"), [("sqs", "SQS"), ("sns", "SNS")])
+def test_a_target_without_its_client_fails_each_event_for_good_with_the_reason(kind: str, service: str):
+    """A function built without the service's client (SNS is only made when a subscription needs it) answers each
+    event with a permanent failure that names the missing client, not an AttributeError that fails the batch."""
+    subscription = Subscription("s", "t", Target(kind, "arn:aws:sns:eu-west-1:0:topic" if kind == "sns" else "q"))
+    failures = Deliverer().send_batch(subscription, [Outbound(event(id="1"), {}), Outbound(event(id="2"), {})])
+    assert [(failure.transient, failure.reason) for failure in failures if failure is not None] == [
+        (False, f"no {service} client is configured for this function")
+    ] * 2

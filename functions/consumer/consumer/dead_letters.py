@@ -8,12 +8,15 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lambda_event_bus.bus.dead_letters import DeadLetterQueue as SharedQueue
 from lambda_event_bus.bus.dead_letters import fit
 
 from consumer.decoding import RawRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class DeadLetter:
 
 
 class DeadLetterQueue:
-    def __init__(self, url: str | None, sqs: Any) -> None:  # noqa: ANN401 - a boto3 client
+    def __init__(self, url: str | None, sqs: SQSClient) -> None:
         self._queue = SharedQueue(url, sqs)
         self.url = url
 

@@ -18,9 +18,13 @@ import json
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumer.decoding import RawRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 TICKET_VERSION = 1
 MAX_SQS_DELAY_S = 900
@@ -90,7 +94,7 @@ class Backoff:
 class RetryQueue:
     """The retry queue: SendMessageBatch of tickets, each with its own delay."""
 
-    def __init__(self, url: str | None, sqs: Any) -> None:  # noqa: ANN401 - a boto3 client
+    def __init__(self, url: str | None, sqs: SQSClient) -> None:
         self.url = url
         self._sqs = sqs
 
@@ -122,7 +126,9 @@ class RetryQueue:
         bodies: Sequence[str],
         errors: list[str | None],
     ) -> None:
-        entries = [
+        if not self.url:
+            return
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {
                 "Id": str(index),
                 "MessageBody": bodies[index],

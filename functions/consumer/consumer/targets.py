@@ -13,7 +13,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudevents.core.base import BaseCloudEvent
 from lambda_event_bus.bus.contract import EVENT_FORMAT, to_kafka_record
@@ -22,6 +22,12 @@ from opentelemetry.context import Context
 
 from consumer.errors import ConsumerError
 from consumer.subscriptions import Subscription
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sns.type_defs import PublishBatchRequestEntryTypeDef
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, SendMessageBatchRequestEntryTypeDef
 
 SIGNATURE_HEADER = "X-Eventbus-Signature"
 """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: receivers check the MAC and the timestamp's age."""
@@ -98,8 +104,8 @@ class Deliverer:
     def __init__(
         self,
         *,
-        sqs: Any = None,  # noqa: ANN401 - boto3 clients are untyped here
-        sns: Any = None,  # noqa: ANN401
+        sqs: SQSClient | None = None,
+        sns: SNSClient | None = None,
         producer: Callable[[], EventProducer] | None = None,
         webhook_timeout_s: float = 2.0,
         webhook_secret: str | None = None,
@@ -128,20 +134,23 @@ class Deliverer:
     def send_batch(self, subscription: Subscription, outbounds: Sequence[Outbound]) -> list[DeliveryError | None]:
         """One SendMessageBatch (SQS) or PublishBatch (SNS) call for at most 10 events: each entry's failure."""
         target = subscription.target
-        entries = [
-            {
-                "Id": str(index),
-                "MessageAttributes": _attributes(outbound.event, outbound.trace_headers),
-                "MessageBody" if target.type == "sqs" else "Message": outbound.body.decode(),
-            }
-            for index, outbound in enumerate(outbounds)
-        ]
+        attributes = [_attributes(outbound.event, outbound.trace_headers) for outbound in outbounds]
         try:
             if target.type == "sqs":
-                response = self._aws(lambda: self._sqs.send_message_batch(QueueUrl=target.address, Entries=entries))
+                sqs = self._client(self._sqs, "SQS")
+                messages: list[SendMessageBatchRequestEntryTypeDef] = [
+                    {"Id": str(index), "MessageAttributes": attributes[index], "MessageBody": outbound.body.decode()}
+                    for index, outbound in enumerate(outbounds)
+                ]
+                response = self._aws(lambda: sqs.send_message_batch(QueueUrl=target.address, Entries=messages))
             else:
+                sns = self._client(self._sns, "SNS")
+                notes: list[PublishBatchRequestEntryTypeDef] = [
+                    {"Id": str(index), "MessageAttributes": attributes[index], "Message": outbound.body.decode()}
+                    for index, outbound in enumerate(outbounds)
+                ]
                 response = self._aws(
-                    lambda: self._sns.publish_batch(TopicArn=target.address, PublishBatchRequestEntries=entries)
+                    lambda: sns.publish_batch(TopicArn=target.address, PublishBatchRequestEntries=notes)
                 )
         except DeliveryError as failure:
             return [failure] * len(outbounds)
@@ -254,6 +263,14 @@ class Deliverer:
             self._secrets.pop(subscription.target.secret_arn, None)
 
     @staticmethod
+    def _client[C](client: C | None, service: str) -> C:
+        """The service's client; a subscription to a service the function has no client for is a permanent
+        failure (its dead letter says so) rather than an AttributeError."""
+        if client is None:
+            raise DeliveryError(f"no {service} client is configured for this function", transient=False)
+        return client
+
+    @staticmethod
     def _aws(call: Callable[[], Any]) -> Any:  # noqa: ANN401 - a boto3 response
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -269,9 +286,9 @@ class Deliverer:
             raise DeliveryError(f"{type(error).__name__}: {error}", transient=True) from None
 
 
-def _attributes(event: BaseCloudEvent, trace_headers: Mapping[str, str]) -> dict[str, dict[str, str]]:
+def _attributes(event: BaseCloudEvent, trace_headers: Mapping[str, str]) -> dict[str, MessageAttributeValueTypeDef]:
     """CloudEvents attributes and trace context as SQS/SNS message attributes (at most 10 of them)."""
-    attributes = {
+    attributes: dict[str, MessageAttributeValueTypeDef] = {
         f"ce_{name}": {"DataType": "String", "StringValue": str(event.get_attributes()[name])}
         for name in ("id", "type", "source", "subject")
         if event.get_attributes().get(name)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Producer
 from hoststack import state as stack_state
@@ -39,6 +39,9 @@ from localbus import stack
 from localbus.client import LocalBus, wait_until
 from localbus.ledger import QUEUE, WEBHOOK, Ledger, Reconciliation
 from localbus.wiring import BRIEF_WINDOW
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda import LambdaClient
 
 PUT_ITEM = "DynamoDB_20120810.PutItem"
 LATE_S = 1.5  # past the functions' 1 s DynamoDB read timeout: botocore retries a write that succeeded
@@ -331,7 +334,7 @@ def _functions_env(run: Run, extra: dict[str, str]) -> Iterator[None]:
         configure(before)
 
 
-def _updated(functions: Any, name: str) -> bool:  # noqa: ANN401 - a boto3 client
+def _updated(functions: LambdaClient, name: str) -> bool:
     status = functions.get_function_configuration(FunctionName=name).get("LastUpdateStatus")
     return status in ("Successful", None)
 

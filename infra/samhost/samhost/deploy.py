@@ -17,13 +17,22 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from botocore.config import Config
 
 from samhost.kafka_trigger import mappings
 from samhost.venvs import REPO
+
+if TYPE_CHECKING:
+    from mypy_boto3_apigateway import APIGatewayClient
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_logs import CloudWatchLogsClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_ssm import SSMClient
 
 TEMPLATE = REPO / "template.yaml"
 SAMCONFIG = REPO / "samconfig.toml"
@@ -35,7 +44,39 @@ class DeployError(RuntimeError):
     """sam build or deploy failed; the message carries the tool's own output."""
 
 
-def aws_client(service: str, endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120) -> Any:  # noqa: ANN401
+@overload
+def aws_client(
+    service: Literal["apigateway"], endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120
+) -> APIGatewayClient: ...
+@overload
+def aws_client(
+    service: Literal["cloudformation"], endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120
+) -> CloudFormationClient: ...
+@overload
+def aws_client(
+    service: Literal["lambda"], endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120
+) -> LambdaClient: ...
+@overload
+def aws_client(
+    service: Literal["logs"], endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120
+) -> CloudWatchLogsClient: ...
+@overload
+def aws_client(
+    service: Literal["secretsmanager"], endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120
+) -> SecretsManagerClient: ...
+@overload
+def aws_client(
+    service: Literal["sqs"], endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120
+) -> SQSClient: ...
+@overload
+def aws_client(
+    service: Literal["ssm"], endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120
+) -> SSMClient: ...
+@overload
+def aws_client(service: str, endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120) -> Any: ...  # noqa: ANN401 - services without stubs here
+
+
+def aws_client(service: str, endpoint_url: str, *, attempts: int = 3, read_timeout: float = 120) -> Any:
     """A boto3 client for the local stack (LocalStack's default account and region). `attempts=1` for calls that
     must not be repeated behind the caller's back (a Lambda Invoke that timed out may still have run).
 

@@ -30,12 +30,17 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from samhost.deploy import aws_client, samconfig_stack_name
 from samhost.venvs import REPO
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_logs import CloudWatchLogsClient
 
 EVENTS_DIR = REPO / "tests" / "events"
 DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
@@ -134,7 +139,9 @@ def unknown_function(name: str, stack_name: str, functions: Sequence[str] | None
     )
 
 
-def resolve_function(cloudformation: Any, lambda_client: Any, stack_name: str, name: str) -> str:  # noqa: ANN401
+def resolve_function(
+    cloudformation: CloudFormationClient, lambda_client: LambdaClient, stack_name: str, name: str
+) -> str:
     """The physical name of FUNCTION: a logical id of the stack, else a function that exists under that name."""
     try:
         detail = cloudformation.describe_stack_resource(StackName=stack_name, LogicalResourceId=name)
@@ -151,7 +158,7 @@ def resolve_function(cloudformation: Any, lambda_client: Any, stack_name: str, n
     return name
 
 
-def stack_functions(cloudformation: Any, stack_name: str) -> list[str] | None:  # noqa: ANN401
+def stack_functions(cloudformation: CloudFormationClient, stack_name: str) -> list[str] | None:
     """The logical ids of the stack's functions; None when there is no such stack."""
     try:
         resources = cloudformation.describe_stack_resources(StackName=stack_name)["StackResources"]
@@ -195,7 +202,7 @@ def tail_lines(log_result: str | None) -> list[str]:
     return base64.b64decode(log_result).decode("utf-8", errors="replace").splitlines()
 
 
-def log_events(logs: Any, group: str, since_ms: int) -> list[LogEvent]:  # noqa: ANN401 - a boto3 client
+def log_events(logs: CloudWatchLogsClient, group: str, since_ms: int) -> list[LogEvent]:
     """The group's events since `since_ms`, every stream, in time order; none when the group is not there yet."""
     found: list[LogEvent] = []
     arguments: dict[str, Any] = {"logGroupName": group, "startTime": since_ms}
@@ -215,7 +222,7 @@ def log_events(logs: Any, group: str, since_ms: int) -> list[LogEvent]:  # noqa:
 
 
 def fetch_invocation_logs(
-    logs: Any,  # noqa: ANN401 - a boto3 client
+    logs: CloudWatchLogsClient,
     group: str,
     request_id: str,
     since_ms: int,
@@ -231,8 +238,8 @@ def fetch_invocation_logs(
 
 
 def invoke(
-    lambda_client: Any,  # noqa: ANN401 - boto3 clients
-    logs: Any,  # noqa: ANN401
+    lambda_client: LambdaClient,
+    logs: CloudWatchLogsClient,
     function_name: str,
     payload: bytes,
     *,

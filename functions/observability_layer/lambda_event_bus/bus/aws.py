@@ -25,7 +25,11 @@ if TYPE_CHECKING:
     from botocore.loaders import Loader
     from botocore.session import Session
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kafkaconnect import KafkaConnectClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_ssm import SSMClient
 
 _session: Session | None = None
 _lock = threading.Lock()
@@ -46,6 +50,22 @@ def client(service: Literal["dynamodb"], config: Config | None = None) -> Dynamo
 
 @overload
 def client(service: Literal["sqs"], config: Config | None = None) -> SQSClient: ...
+
+
+@overload
+def client(service: Literal["sns"], config: Config | None = None) -> SNSClient: ...
+
+
+@overload
+def client(service: Literal["ssm"], config: Config | None = None) -> SSMClient: ...
+
+
+@overload
+def client(service: Literal["secretsmanager"], config: Config | None = None) -> SecretsManagerClient: ...
+
+
+@overload
+def client(service: Literal["kafkaconnect"], config: Config | None = None) -> KafkaConnectClient: ...
 
 
 @overload

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 __all__ = ["MAX_MESSAGE_BYTES", "DeadLetterQueue", "fit"]
 
@@ -27,7 +30,7 @@ def fit(letter: Mapping[str, Any], drop_order: Sequence[str], limit: int = MAX_M
 
 
 class DeadLetterQueue:
-    def __init__(self, url: str | None, sqs: Any) -> None:  # noqa: ANN401 - a boto3 client
+    def __init__(self, url: str | None, sqs: SQSClient) -> None:
         self.url = url
         self._sqs = sqs
 

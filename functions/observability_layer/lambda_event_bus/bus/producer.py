@@ -12,6 +12,7 @@ flag instead of an exception."""
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import logging
 import time
@@ -28,13 +29,21 @@ from lambda_event_bus.bus.kafka_settings import KafkaSettings
 from lambda_event_bus.bus.records import KafkaRecord
 from lambda_event_bus.telemetry import Telemetry, snapstart
 
-__all__ = ["DELIVERED", "NOT_SENT", "UNKNOWN", "Delivery", "EventProducer", "ProducerFailedError"]
+__all__ = ["DELIVERED", "NOT_SENT", "UNKNOWN", "Delivery", "DeliveryOutcome", "EventProducer", "ProducerFailedError"]
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message, Producer
 
 
-DELIVERED, NOT_SENT, UNKNOWN = "delivered", "not_sent", "unknown"
+class DeliveryOutcome(enum.StrEnum):
+    """Where a produced record is: see Delivery."""
+
+    DELIVERED = "delivered"
+    NOT_SENT = "not_sent"
+    UNKNOWN = "unknown"
+
+
+DELIVERED, NOT_SENT, UNKNOWN = DeliveryOutcome.DELIVERED, DeliveryOutcome.NOT_SENT, DeliveryOutcome.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,7 @@ class Delivery:
     there: the broker may have it)."""
 
     record: KafkaRecord
-    outcome: str
+    outcome: DeliveryOutcome
     partition: int | None = None
     offset: int | None = None
     error: str | None = None
@@ -329,7 +338,7 @@ def _fatal_cause(raised: BaseException) -> KafkaError | None:
     return None
 
 
-def _outcome(error: object, message: object) -> str:
+def _outcome(error: object, message: object) -> DeliveryOutcome:
     """What a delivery report (or its absence) says about where the record is."""
     if error is None and message is not None and not _message_error(message):
         return DELIVERED

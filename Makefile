@@ -15,6 +15,10 @@ INFRA_PYPROJECTS := infra/samhost/pyproject.toml infra/hoststack/pyproject.toml 
 # the layer's and every function's: the suite loads the handlers in-process
 FUNCTION_REQUIREMENTS := $(sort $(wildcard functions/*/requirements.txt))
 
+# a long step's progress: what it does when it starts, how long it took when it ends
+step_start = @mkdir -p $(dir $@) && printf '==> %s\n' "$(1)" && date +%s > $@.started
+step_done = @printf '    done in %s s\n' $$(( $$(date +%s) - $$(cat $@.started) )) && rm -f $@.started
+
 # Python 3.13 is the Lambda runtime. pyenv's shim answers `python3.13` only when 3.13 is a global version,
 # so fall back to the interpreter inside pyenv's versions folder.
 PYTHON313 ?= $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null \
@@ -35,33 +39,41 @@ system-deps:  ## Debian packages for the local servers (only when root and missi
 
 $(VENV)/.installed: pyproject.toml $(FUNCTION_REQUIREMENTS) $(INFRA_PYPROJECTS)
 	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
+	$(call step_start,creating $(VENV): the layer's and the functions' requirements + test and lint tools + the local tooling)
 	$(PYTHON313) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade 'pip>=25.1'
 	$(VENV)/bin/python -m pip install -q $(addprefix -r ,$(FUNCTION_REQUIREMENTS)) --group dev $(INFRA_PACKAGES)
+	$(step_done)
 	@touch $@
 
 $(SAM_VENV)/.installed:
 	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
+	$(call step_start,creating $(SAM_VENV): the AWS SAM CLI and samlocal)
 	$(PYTHON313) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(SAM_VENV)/bin/python -m pip install -q 'aws-sam-cli==1.170.0' 'aws-sam-cli-local==1.71.0'
+	$(step_done)
 	@touch $@
 
 $(BENCH_VENV)/.installed: pyproject.toml $(FUNCTION_REQUIREMENTS) $(INFRA_PYPROJECTS)
 	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
+	$(call step_start,creating $(BENCH_VENV): the functions' requirements + the alternatives the benchmarks compare with)
 	$(PYTHON313) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade 'pip>=25.1'
 	$(BENCH_VENV)/bin/python -m pip install -q $(addprefix -r ,$(FUNCTION_REQUIREMENTS)) --group bench $(INFRA_PACKAGES)
 	$(BENCH_VENV)/bin/python -m pip install -q --no-deps \
 	  opentelemetry-instrumentation-aws-lambda==0.66b1 opentelemetry-instrumentation==0.66b1
+	$(step_done)
 	@touch $@
 
 # the interpreter the host executor runs functions with (Lambda's python3.13 runtime: awslambdaric + boto3)
 $(LAMBDA_VENV)/.installed: $(LAMBDA_REQUIREMENTS)
 	@test -n "$(PYTHON313)" || { echo "error: Python 3.13 not found (set PYTHON313=/path/to/python3.13)" >&2; exit 1; }
+	$(call step_start,creating $(LAMBDA_VENV): the Lambda runtime's interpreter (awslambdaric and boto3))
 	$(PYTHON313) -m venv $(LAMBDA_VENV)
 	$(LAMBDA_VENV)/bin/python -m pip install -q --upgrade pip
 	$(LAMBDA_VENV)/bin/python -m pip install -q -r $(LAMBDA_REQUIREMENTS)
+	$(step_done)
 	@touch $@
 
 .PHONY: localstack-venv

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.redeploy or not deployed or changed:
             why = "the template or a function changed since the last deploy" if changed else "samconfig.toml [local]"
             section(f"sam build + samlocal deploy ({why})")
-            deployment = stack.deploy_stack(state_dir)
+            deployment = stack.deploy_stack(state_dir, say=lambda line: print(f"  {line}", flush=True))
             print(f"  {deployment.stack_name}: CREATE_COMPLETE in {deployment.seconds:.1f} s")
         bus = LocalBus.of(state_dir)
         try:

@@ -14,8 +14,10 @@ queue, the signing secret and the subscriptions (localbus.wiring).
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,21 +44,37 @@ def deploy_stack(
     extra_parameters: dict[str, str] | None = None,
     *,
     built_template: Path | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Deployment:
     """sam build (unless `built_template` is given), then deploy to the running stack; records the deployment so
-    the supervisor starts the trigger."""
+    the supervisor starts the trigger. `say` is given each step's progress (what it does, then how long it took)."""
     state = current(state_dir)
     if state is None:
         raise StackError("the local stack is not running: start it with `make up` (or `make demo`)")
     digest = source_digest()
-    built = built_template or build(state_dir / "sam-build")
-    webhook = state.pieces["webhook"]
-    targets = prepare_targets(state.localstack_url, webhook.address, webhook.secret)
-    parameters = {**local_parameters(state, targets), **(extra_parameters or {})}
-    create_topics(state.address("kafka"), {**samconfig_parameters(), **parameters})
-    deployment = deploy(state.localstack_url, built, parameters, stack_name=samconfig_stack_name())
-    commands.record_deployment(state_dir, deployment, targets=asdict(targets), source_digest=digest)
+    if built_template is None:
+        with _step(say, "sam build (the layer and four functions; cached after the first time)"):
+            built_template = build(state_dir / "sam-build")
+    with _step(say, "the local subscribers (SQS queue, webhook secret, subscriptions parameter) and the topics"):
+        webhook = state.pieces["webhook"]
+        targets = prepare_targets(state.localstack_url, webhook.address, webhook.secret)
+        parameters = {**local_parameters(state, targets), **(extra_parameters or {})}
+        create_topics(state.address("kafka"), {**samconfig_parameters(), **parameters})
+    with _step(say, f"samlocal deploy of {samconfig_stack_name()} to LocalStack"):
+        deployment = deploy(state.localstack_url, built_template, parameters, stack_name=samconfig_stack_name())
+    with _step(say, "the Kafka trigger for the new deployment"):
+        commands.record_deployment(state_dir, deployment, targets=asdict(targets), source_digest=digest)
     return deployment
+
+
+@contextlib.contextmanager
+def _step(say: Callable[[str], None] | None, what: str) -> Iterator[None]:
+    started = time.perf_counter()
+    if say is not None:
+        say(f"==> {what}")
+    yield
+    if say is not None:
+        say(f"    done in {time.perf_counter() - started:.1f} s")
 
 
 def status(state_dir: Path = DEFAULT_STATE_DIR) -> list[Row]:
@@ -78,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             up(state_dir, args.extra)
         elif args.command == "deploy":
-            deployment = deploy_stack(state_dir)
+            deployment = deploy_stack(state_dir, say=lambda line: print(line, flush=True))
             print(f"deployed {deployment.stack_name} in {deployment.seconds:.1f} s; API at {deployment.api_url}")
             return 0
         elif args.command != "status":

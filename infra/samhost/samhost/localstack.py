@@ -13,6 +13,7 @@ import hashlib
 import json
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -82,7 +83,11 @@ def _install_digest() -> str:
 
 
 def _run(argv: list[str], what: str) -> None:
+    """A long install step: says what it does, then how long it took (on stderr, the progress of `make setup`)."""
+    print(f"==> {what}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    print(f"    done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     if result.returncode != 0:
         output = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
         raise RuntimeError(f"{what} failed (exit {result.returncode}): {' '.join(argv)}\n{output}")

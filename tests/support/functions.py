@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from lambda_event_bus.telemetry.provider import reset_telemetry
+from lambda_event_bus.telemetry.process import reset_telemetry
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 

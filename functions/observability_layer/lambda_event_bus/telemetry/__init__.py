@@ -14,7 +14,8 @@ Heavy or optional SDKs (gRPC exporter, X-Ray propagator, sentry-sdk) load only w
 from lambda_event_bus.telemetry.config import TelemetrySettings
 from lambda_event_bus.telemetry.exceptions import TelemetryError
 from lambda_event_bus.telemetry.flush import FlushReport
-from lambda_event_bus.telemetry.provider import Telemetry, capture_error, get_telemetry, record_business_metric
+from lambda_event_bus.telemetry.process import capture_error, get_telemetry, record_business_metric
+from lambda_event_bus.telemetry.provider import Telemetry
 
 __all__ = [
     "FlushReport",

@@ -10,7 +10,7 @@ from lambda_event_bus.telemetry.config import METRICS_EXPORTERS
 from samhost.cfn import NO_VALUE, Evaluator, MissingPhysicalIdError, TemplateError, load_template
 from samhost.kafka_trigger import samconfig_parameters
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "template.yaml"
 
 

@@ -8,7 +8,7 @@ import pytest
 from samhost.cfn import TemplateError
 from samhost.kafka_trigger import KafkaMapping, kafka_mappings, samconfig_parameters
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "template.yaml"
 DLQ_ARN = "arn:aws:sqs:us-east-1:000000000000:event-bus-local-DeadLetterQueue-abc"
 PHYSICAL = {

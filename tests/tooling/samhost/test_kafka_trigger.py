@@ -46,7 +46,7 @@ from support.moto import use_moto_credentials
 
 pytestmark = pytest.mark.servers
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "template.yaml"
 REGION = "us-east-1"
 # a short session: tansu's group join takes about half of it

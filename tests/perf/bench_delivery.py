@@ -160,7 +160,7 @@ def arrivals(url: str, *, reset: bool = False) -> list[str]:
 
 def run_case(functions: str, sqs_url: str, webhook_url: str, match: bool) -> dict[str, Any]:
     """In the child: the handler over the warm-up batch, then the timed batch; returns the timing."""
-    sys.path[:0] = [f"{functions}/consumer", f"{functions}/observability_layer"]
+    sys.path[:0] = [f"{functions}/consumer", f"{functions}/observability_layer", str(ROOT / "tests")]
     queue = f"{sqs_url}/000000000000/bench-target"
     pattern = "com.example.order.*" if match else "com.example.none"
     os.environ.update(

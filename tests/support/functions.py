@@ -1,6 +1,6 @@
 """Load a function's handler the way Lambda does, in-process with a test's environment (restored when the test
-ends): its CodeUri folder and the layer's folder on sys.path, `app.py` imported fresh and configured from os.environ
-(the process-wide telemetry is read again)."""
+ends): its CodeUri folder on sys.path (the layer's is there already: pytest's pythonpath), `app.py` imported fresh
+and configured from os.environ (the process-wide telemetry is read again)."""
 
 from __future__ import annotations
 

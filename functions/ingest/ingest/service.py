@@ -108,10 +108,10 @@ class IngestService:
 
     def _settle(self, item: tuple[BaseCloudEvent, Delivery]) -> None:
         event, delivery = item
-        if delivery.outcome is DELIVERED:
+        if delivery.outcome == DELIVERED:
             position = {"topic": delivery.record.topic, "partition": delivery.partition, "offset": delivery.offset}
             self._idempotency.complete(_key(event), position)
-        elif delivery.outcome is NOT_SENT:
+        elif delivery.outcome == NOT_SENT:
             self._idempotency.release(_key(event), delivery.error or "not sent")
         # UNKNOWN: the claim stays until it expires, so that a retry cannot produce a second copy meanwhile
 
@@ -130,9 +130,9 @@ class IngestService:
             return _result(event, IN_PROGRESS, detail=claim.detail)
         if claim.state is ClaimState.UNAVAILABLE or delivery is None:
             return _result(event, FAILED, detail=claim.detail or NO_TIME_LEFT)
-        if delivery.outcome is DELIVERED:
+        if delivery.outcome == DELIVERED:
             return _result(event, ACCEPTED, topic=record.topic, partition=delivery.partition, offset=delivery.offset)
-        if delivery.outcome is UNKNOWN:
+        if delivery.outcome == UNKNOWN:
             return _result(event, UNKNOWN_STATUS, topic=record.topic, detail=OUTCOME_UNKNOWN)
         return _result(event, FAILED, topic=record.topic, detail=BROKER_FAILED)
 

@@ -189,9 +189,13 @@ def print_status(rows: list[Row], state_dir: Path) -> None:
         print(f"  {row.name:<{width}}  {row.state:<24} {row.address:<55} {pid:<10} {row.log}")
 
 
-def parser(prog: str = "python -m hoststack", commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+def parser(
+    prog: str = "python -m hoststack",
+    commands: Sequence[str] = COMMANDS,
+    description: str = "The local stack's commands: start it, see each piece, keep a piece down, stop it.",
+) -> argparse.ArgumentParser:
     """The commands' arguments (an application's own command line adds its commands to them)."""
-    parsed = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parsed = argparse.ArgumentParser(prog=prog, description=description)
     parsed.add_argument("command", choices=commands)
     parsed.add_argument("hold", nargs="*", metavar="PIECE SECONDS", help="hold: keep a piece down for SECONDS")
     parsed.add_argument(

@@ -34,7 +34,7 @@ class Piece:
     log: str
     restarts: int = 0  # how often the supervisor started it again after it died
     failed: str = ""  # why it is left down (it kept dying)
-    secret: str = ""  # what its clients need to talk to it (the webhook receiver's signing key)
+    secret: str = ""  # what its clients need to talk to it (an extra's signing key, say)
 
     def alive(self) -> bool:
         return bool(running({self.pid: self.start_time}))
@@ -89,7 +89,7 @@ def write_json(path: Path, value: object) -> None:
 
 def hold(state_dir: Path, name: str, seconds: float) -> None:
     """Keep a piece of the running stack down for `seconds` (the supervisor stops it, then starts it again at its
-    address once the time is up): a fault for the fault suite, or to see the bus cope with it by hand."""
+    address once the time is up): a fault for the fault suite, or to see the application cope with it by hand."""
     state = current(state_dir)
     if state is None or name not in state.pieces:
         raise StackError(f"no running piece {name!r}: run `make up` first (pieces: see `make status`)")

@@ -6,7 +6,7 @@ delivered twice to a subscription, every dead letter says why, and no answer is 
 
 prints one table row per scenario. The faults are real: the broker SIGKILLed (the supervisor starts it again on
 its durable storage), a proxy answering DynamoDB's writes late, the Pushgateway and the OTLP receiver held down
-(`stack_state.hold`) or frozen (SIGSTOP), the webhook answering 503, poison records written straight to a consumed
+(`hoststack.state.hold`) or frozen (SIGSTOP), the webhook answering 503, poison records written straight to a consumed
 topic, and LocalStack stopped and started again (then one deploy brings the bus back; it runs last).
 
 The traffic pauses while the broker is killed: tansu loses acknowledged records when it is killed in the middle

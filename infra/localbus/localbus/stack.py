@@ -51,12 +51,17 @@ def deploy_stack(
     state = current(state_dir)
     if state is None:
         raise StackError("the local stack is not running: start it with `make up` (or `make demo`)")
+    webhook = state.pieces.get("webhook")
+    if webhook is None:
+        raise StackError(
+            "the running stack has no webhook receiver (was it started by `python -m hoststack up`?): "
+            "`make stop`, then `make up`"
+        )
     digest = source_digest()
     if built_template is None:
         with _step(say, "sam build (the layer and four functions; cached after the first time)"):
             built_template = build(state_dir / "sam-build")
     with _step(say, "the local subscribers (SQS queue, webhook secret, subscriptions parameter) and the topics"):
-        webhook = state.pieces["webhook"]
         targets = prepare_targets(state.localstack_url, webhook.address, webhook.secret)
         parameters = {**local_parameters(state, targets), **(extra_parameters or {})}
         create_topics(state.address("kafka"), {**samconfig_parameters(), **parameters})
@@ -77,6 +82,12 @@ def _step(say: Callable[[str], None] | None, what: str) -> Iterator[None]:
         say(f"    done in {time.perf_counter() - started:.1f} s")
 
 
+def api_url(deployment: Deployment) -> str:
+    """The bus's REST API stage on LocalStack's execute-api data plane (this stack's port, not 4566)."""
+    api_id, stage = deployment.outputs["EventBusApiId"], deployment.parameters["Stage"]
+    return f"{deployment.endpoint_url}/_aws/execute-api/{api_id}/{stage}"
+
+
 def status(state_dir: Path = DEFAULT_STATE_DIR) -> list[Row]:
     """Each piece's row, and the API's address once the bus is deployed."""
     rows = commands.status(state_dir)
@@ -90,14 +101,15 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = commands.parser("python -m localbus.stack", ("up", "deploy", "status", "down", "hold")).parse_args(argv)
+    commands_ = ("up", "deploy", "status", "down", "hold")
+    args = commands.parser("python -m localbus.stack", commands_, __doc__.splitlines()[0]).parse_args(argv)
     state_dir: Path = args.state_dir.resolve()
     try:
         if args.command == "up":
             up(state_dir, args.extra)
         elif args.command == "deploy":
             deployment = deploy_stack(state_dir, say=lambda line: print(line, flush=True))
-            print(f"deployed {deployment.stack_name} in {deployment.seconds:.1f} s; API at {deployment.api_url}")
+            print(f"deployed {deployment.stack_name} in {deployment.seconds:.1f} s; API at {api_url(deployment)}")
             return 0
         elif args.command != "status":
             return commands.run(args)

@@ -1,7 +1,7 @@
 """`sam build`, then `samlocal deploy` of template.yaml to the local stack, with samconfig.toml's `local` environment.
 
-The parameters are samconfig.toml's `local` parameter_overrides, then the live addresses of the stack's servers
-(its ports are chosen at start), then the caller's own. LocalStack cannot update a REST API in place ("Unable to
+The parameters are samconfig.toml's `local` parameter_overrides, then the caller's own (the live addresses of
+the stack's servers, say, whose ports are chosen at start). LocalStack cannot update a REST API in place ("Unable to
 update resource type AWS::ApiGateway::RestApi"), so an existing stack is deleted and created again: on the local
 stack a deploy is always a fresh create (about 35 s, most of it samlocal waiting on CloudFormation's events).
 """
@@ -161,17 +161,6 @@ class Deployment:
     resources: dict[str, str]  # logical id -> physical id
     parameters: dict[str, str]
     seconds: float
-
-    @property
-    def api_url(self) -> str:
-        """The REST API's stage on LocalStack's execute-api data plane (this stack's port, not 4566)."""
-        return f"{self.endpoint_url}/_aws/execute-api/{self.outputs['EventBusApiId']}/{self.parameters['Stage']}"
-
-    def api_key(self) -> str | None:
-        key_id = self.outputs.get("EventBusApiKeyId")
-        if not key_id:
-            return None
-        return str(aws_client("apigateway", self.endpoint_url).get_api_key(apiKey=key_id, includeValue=True)["value"])
 
 
 def delete_stack(endpoint_url: str, stack_name: str, timeout: float = 120) -> None:

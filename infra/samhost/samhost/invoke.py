@@ -3,9 +3,9 @@ Docker-free counterpart of `sam local invoke`.
 
     python -m samhost.invoke FUNCTION EVENT [--endpoint URL] [--stack-name NAME]
 
-FUNCTION is a logical id of template.yaml (IngestFunction, KafkaConsumerFunction, CdcFunction,
-MaintenanceFunction), resolved to its physical name through CloudFormation, or a function's physical name.
-EVENT is a file, a sample of tests/events/ by name (with or without `.json`), or `-` for stdin.
+FUNCTION is a logical id of the project's template.yaml, resolved to its physical name through CloudFormation, or a
+function's physical name. EVENT is a file, a sample of the project's tests/events/ by name (with or without
+`.json`), or `-` for stdin.
 
 The invocation is synchronous (RequestResponse) with LogType=Tail. Printed: the status code, the FunctionError if
 any, the result (pretty JSON when it is JSON), then the invocation's log lines from CloudWatch Logs (group
@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from samhost.deploy import aws_client, samconfig_stack_name
+from samhost.cfn import TemplateError, load_template
+from samhost.deploy import TEMPLATE, aws_client, samconfig_stack_name
 from samhost.venvs import REPO
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 EVENTS_DIR = REPO / "tests" / "events"
 DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
-TEMPLATE_FUNCTIONS = ("IngestFunction", "KafkaConsumerFunction", "CdcFunction", "MaintenanceFunction")
 LAMBDA_FUNCTION = "AWS::Lambda::Function"
 LOG_WAIT_S = 5.0  # the executor ships an invocation's lines to CloudWatch Logs right after it; seldom needs 1 s
 LOG_CLOCK_SKEW_MS = 5_000
@@ -127,12 +127,22 @@ def read_event(source: Path | None, stdin: TextIO) -> bytes:
     return text.encode()
 
 
+def template_functions(template: Path = TEMPLATE) -> list[str]:
+    """The logical ids of the template's functions, in its order (none when it cannot be read)."""
+    try:
+        resources = load_template(template).get("Resources", {})
+    except (OSError, TemplateError):
+        return []
+    kinds = ("AWS::Serverless::Function", LAMBDA_FUNCTION)
+    return [name for name, resource in resources.items() if resource.get("Type") in kinds]
+
+
 def unknown_function(name: str, stack_name: str, functions: Sequence[str] | None) -> UsageError:
     """The one-line message for a FUNCTION that names nothing; `functions`: the stack's, None without a stack."""
     if functions is None:
         return UsageError(
             f"no function {name!r} and no stack {stack_name!r} (deploy it, or give --stack-name): "
-            f"choose one of {', '.join(TEMPLATE_FUNCTIONS)} or a function's name"
+            f"choose one of {', '.join(template_functions())} or a function's name"
         )
     return UsageError(
         f"no function {name!r} in stack {stack_name!r}: choose one of {', '.join(functions)} or a function's name"
@@ -292,7 +302,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m samhost.invoke",
         description="Invoke a function of the local stack with an event; print its result and its logs.",
     )
-    parser.add_argument("function", help=f"a logical id ({', '.join(TEMPLATE_FUNCTIONS)}) or a function's name")
+    parser.add_argument("function", help="a logical id of the template's functions, or a function's name")
     parser.add_argument("event", help="a file, a sample of tests/events/ by name, or - for stdin")
     parser.add_argument("--endpoint", help="LocalStack's URL (default: AWS_ENDPOINT_URL, else :4566)")
     parser.add_argument("--stack-name", help="the stack (default: samconfig.toml's local stack_name)")

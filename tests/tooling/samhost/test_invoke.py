@@ -7,15 +7,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from hoststack.invoke import stack_endpoint
 from samhost import invoke as cli
 from samhost.invoke import Invocation, LogEvent, UsageError
-from samhost.processes import start_time
 
 REQUEST = "7e28571c-c6dd-461d-8fa3-a380a951be32"
 OTHER = "b9b6223e-ae9b-4c71-9c0c-dbd6dc3430f7"
@@ -71,22 +68,6 @@ class TestEndpoint:
     def test_aws_endpoint_url_else_4566(self):
         assert cli.default_endpoint({"AWS_ENDPOINT_URL": "http://h:1"}) == "http://h:1"
         assert cli.default_endpoint({}) == "http://127.0.0.1:4566"
-
-    def test_the_stack_command_takes_aws_endpoint_url_then_the_running_stacks_localstack(self, tmp_path):
-        me = os.getpid()  # a live "supervisor": the endpoint comes only from a running stack
-        supervisor = {"name": "supervisor", "pid": me, "start_time": start_time(me), "address": "", "log": ""}
-        localstack = {**supervisor, "name": "localstack", "address": "http://127.0.0.1:41234"}
-        state = {"state_dir": str(tmp_path), "supervisor": supervisor, "pieces": {"localstack": localstack}}
-        (tmp_path / "state.json").write_text(json.dumps(state))
-        assert stack_endpoint({"AWS_ENDPOINT_URL": "http://h:1"}, tmp_path) == "http://h:1"
-        assert stack_endpoint({}, tmp_path) == "http://127.0.0.1:41234"
-        assert stack_endpoint({"LOCALBUS_STATE_DIR": str(tmp_path)}) == "http://127.0.0.1:41234"
-        assert stack_endpoint({}, tmp_path / "no-stack") is None
-        gone = {**state, "supervisor": {**supervisor, "start_time": (start_time(me) or 0) + 1}}  # pid reused since
-        (tmp_path / "state.json").write_text(json.dumps(gone))
-        assert stack_endpoint({}, tmp_path) is None
-        (tmp_path / "state.json").write_text("{half")
-        assert stack_endpoint({}, tmp_path) is None
 
 
 class FakeCloudFormation:

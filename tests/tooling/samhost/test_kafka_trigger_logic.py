@@ -1,6 +1,6 @@
 """The Kafka trigger's batch logic without a broker: the event it builds, the partial batch response, offsets to
 commit and rewind, retries, bisection, record age and the on-failure destination (fakes for the invoker and the
-destination: the real ones run in tests/functional/test_kafka_trigger.py)."""
+destination: the real ones run in tests/tooling/samhost/test_kafka_trigger.py)."""
 
 from __future__ import annotations
 

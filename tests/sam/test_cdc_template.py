@@ -13,10 +13,10 @@ import pytest
 from sam.test_consumer_template import (
     BROKERS,
     MAPPING,
-    NETWORK_INTERFACE_ACTIONS,
     ConsumerScenario,
     _actions,
     _by_sid,
+    assert_allow_only_scoped,
 )
 from sam.test_ingest_template import MSK_CLUSTER, NO_VALUE, SCRAM_SECRET, load_intrinsics
 
@@ -326,17 +326,7 @@ def test_cdc_statements_are_least_privilege(source: str, security: str, subnets:
     )
     statements = _statements(template, "CdcFunction", scenario)
     by_sid = _by_sid(statements)
-    assert all(statement["Effect"] == "Allow" for statement in statements)
-    actions = {action for statement in statements for action in _actions(statement)}
-    assert not any("*" in action for action in actions), actions
-    for statement in statements:
-        if statement["Resource"] == "*":
-            if _actions(statement) == {"kms:Decrypt"}:
-                assert statement["Condition"]["StringEquals"]["kms:EncryptionContext:SecretARN"] == {
-                    "Ref": "KafkaSaslSecretArn"
-                }
-            else:
-                assert _actions(statement) == NETWORK_INTERFACE_ACTIONS, statement["Sid"]
+    assert_allow_only_scoped(statements)
 
     assert _actions(by_sid["DeadLetters"]) == {"sqs:SendMessage"}
     assert by_sid["DeadLetters"]["Resource"] == DLQ_ARN

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from sam.test_consumer_template import (
     DEFAULT_TOPICS,
-    NETWORK_INTERFACE_ACTIONS,
     _actions,
     _by_sid,
     _scenario,
     _statements,
+    assert_allow_only_scoped,
 )
 from sam.test_ingest_template import MSK_CLUSTER, SCRAM_SECRET, load_intrinsics
 from sam.test_template import TEMPLATE, load_template
@@ -39,18 +39,7 @@ def test_consumer_statements_are_least_privilege(source: str, security: str, sub
     )
     statements = _statements(template, scenario)
     by_sid = _by_sid(statements)
-    assert all(statement["Effect"] == "Allow" for statement in statements)
-    actions = {action for statement in statements for action in _actions(statement)}
-    assert not any("*" in action for action in actions), actions
-
-    for statement in statements:
-        if statement["Resource"] == "*":
-            if _actions(statement) == {"kms:Decrypt"}:
-                assert statement["Condition"]["StringEquals"]["kms:EncryptionContext:SecretARN"] == {
-                    "Ref": "KafkaSaslSecretArn"
-                }
-            else:
-                assert _actions(statement) == NETWORK_INTERFACE_ACTIONS, statement["Sid"]
+    assert_allow_only_scoped(statements)
 
     assert by_sid["DeadLetters"]["Resource"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
     assert _actions(by_sid["DeadLetters"]) == {"sqs:SendMessage"}

@@ -117,6 +117,22 @@ def _actions(statement: dict[str, Any]) -> set[str]:
     return {actions} if isinstance(actions, str) else set(actions)
 
 
+def assert_allow_only_scoped(statements: list[dict[str, Any]]) -> None:
+    """Allow statements only, no wildcard action, and a `*` resource only where AWS takes nothing else: the VPC's
+    network interfaces, and KMS decrypt bound to the Kafka secret by its encryption context."""
+    assert all(statement["Effect"] == "Allow" for statement in statements)
+    actions = {action for statement in statements for action in _actions(statement)}
+    assert not any("*" in action for action in actions), actions
+    for statement in statements:
+        if statement["Resource"] == "*":
+            if _actions(statement) == {"kms:Decrypt"}:
+                assert statement["Condition"]["StringEquals"]["kms:EncryptionContext:SecretARN"] == {
+                    "Ref": "KafkaSaslSecretArn"
+                }
+            else:
+                assert _actions(statement) == NETWORK_INTERFACE_ACTIONS, statement["Sid"]
+
+
 def _by_sid(statements: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     by_sid = {statement["Sid"]: statement for statement in statements}
     assert len(by_sid) == len(statements), "every statement has its own Sid"
